@@ -1,0 +1,127 @@
+"""Any model litellm can reach, asked through instructor for the rubric's typed batch reply.
+
+Validation failures are re-asked by instructor (``reasks`` times, with the error shown to the model);
+transient HTTP failures are retried with backoff honouring ``Retry-After``. What still fails raises
+``InvalidReplyError`` or ``ProviderError`` for the runner to split or record as unscored.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+from typing import Any
+
+from judge.errors import InvalidReplyError, ProviderError
+from judge.prompts import PromptTemplate, load_prompt
+from judge.providers.base import GraderSpec, JudgeReply, JudgeRequest, Usage, register
+from judge.providers.capabilities import mode_for
+from judge.providers.retries import is_transient, retrying
+from judge.verdict import normalise, response_model
+
+DEFAULT_PARAMS: dict[str, Any] = {"temperature": 0.0}
+
+
+@cache
+def _client(mode_name: str) -> Any:
+    import instructor
+    import litellm
+
+    litellm.suppress_debug_info = True
+    return instructor.from_litellm(litellm.acompletion, mode=instructor.Mode[mode_name])
+
+
+def _cost(completion: Any) -> float:
+    import litellm
+
+    try:
+        return float(litellm.completion_cost(completion_response=completion) or 0.0)
+    except Exception:  # models missing from the cost map have no price; that is not an error
+        return 0.0
+
+
+@register("litellm")
+class LiteLLMProvider:
+    default_batch_size = 10
+
+    def __init__(
+        self,
+        model: str,
+        prompt: str = "judge",
+        prompt_version: int | None = None,
+        reasks: int = 2,
+        attempts: int = 6,
+        **params: Any,
+    ) -> None:
+        self.template: PromptTemplate = load_prompt(prompt, prompt_version)
+        self.mode = str(params.pop("mode", None) or mode_for(model))
+        self.reasks, self.attempts = reasks, attempts
+        self.params = {**DEFAULT_PARAMS, **params}
+        self.spec = GraderSpec(
+            provider="litellm",
+            model=model,
+            params={**self.params, "mode": self.mode},
+            prompt_name=self.template.name,
+            prompt_version=self.template.version,
+            prompt_hash=self.template.hash,
+        )
+
+    def messages(self, request: JudgeRequest) -> list[dict[str, str]]:
+        dimensions = [(name, request.rubric.dimension(name)) for name in request.dimensions]
+        rendered = self.template.render(conversations=request.conversations, dimensions=dimensions)
+        return [{"role": m.role, "content": m.content} for m in rendered]
+
+    async def judge(self, request: JudgeRequest) -> JudgeReply:
+        from instructor.core.exceptions import InstructorRetryException
+
+        messages = self.messages(request)
+        counts = {c.id: len(c.conversation.messages) for c in request.conversations}
+        model = response_model(request.rubric, list(request.dimensions), counts)
+        usage = Usage()
+        started = time.perf_counter()
+        try:
+            async for attempt in retrying(self.attempts):
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        usage.retries += 1
+                    try:
+                        parsed, completion = await _client(self.mode).chat.completions.create_with_completion(
+                            model=self.spec.model,
+                            messages=messages,
+                            response_model=model,
+                            max_retries=self.reasks,
+                            num_retries=0,
+                            **self.params,
+                        )
+                    except InstructorRetryException as error:
+                        cause = error.__cause__
+                        if is_transient(cause) and cause is not None:
+                            raise cause from None
+                        self._count(usage, getattr(error, "total_usage", None), started, error.n_attempts)
+                        raise InvalidReplyError(_describe(error)) from None
+        except InvalidReplyError:
+            raise
+        except Exception as error:
+            raise ProviderError(f"{type(error).__name__}: {error}") from None
+        self._count(usage, getattr(completion, "usage", None), started, 1)
+        usage.cost_usd = _cost(completion)
+        return JudgeReply(
+            verdicts=normalise(parsed, list(request.dimensions)),
+            usage=usage,
+            request={"model": self.spec.model, "messages": messages, "mode": self.mode},
+            raw_reply=completion.model_dump_json()
+            if hasattr(completion, "model_dump_json")
+            else str(completion),
+        )
+
+    @staticmethod
+    def _count(usage: Usage, reported: Any, started: float, calls: int) -> None:
+        usage.calls += calls
+        usage.prompt_tokens += int(getattr(reported, "prompt_tokens", 0) or 0)
+        usage.completion_tokens += int(getattr(reported, "completion_tokens", 0) or 0)
+        usage.latency_s = time.perf_counter() - started
+
+
+def _describe(error: Any) -> str:
+    text = str(error).strip().splitlines()
+    detail = text[-1] if text else "no detail"
+    return f"reply failed validation after {error.n_attempts} attempt(s): {detail[:300]}"

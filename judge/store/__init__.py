@@ -1,0 +1,1 @@
+"""Storage: SQLModel tables, the engine and migrations, and the queries that write."""

@@ -1,0 +1,135 @@
+"""Writing runs, graders, rubric versions, provider calls and judgements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlmodel import Session, col, select
+
+from judge.providers.base import GraderSpec, JudgeReply
+from judge.rubric import Rubric
+from judge.store.tables import Grader, Judgement, JudgementLabel, ProviderCall, RubricVersion, Run
+from judge.verdict import DimensionVerdict
+
+
+def ensure_rubric_version(session: Session, rubric: Rubric) -> RubricVersion:
+    digest = rubric.content_hash()
+    query = select(RubricVersion).where(
+        RubricVersion.name == rubric.name,
+        RubricVersion.version == rubric.version,
+        RubricVersion.content_hash == digest,
+    )
+    found = session.exec(query).first()
+    if found is None:
+        found = RubricVersion(
+            name=rubric.name, version=rubric.version, content_hash=digest, body=rubric.model_dump(mode="json")
+        )
+        session.add(found)
+        session.commit()
+    return found
+
+
+def ensure_grader(session: Session, spec: GraderSpec) -> Grader:
+    found = session.get(Grader, spec.fingerprint)
+    if found is None:
+        found = Grader(
+            id=spec.fingerprint,
+            provider=spec.provider,
+            model=spec.model,
+            params=dict(spec.params),
+            prompt_name=spec.prompt_name,
+            prompt_version=spec.prompt_version,
+            prompt_hash=spec.prompt_hash,
+        )
+        session.add(found)
+        session.commit()
+    return found
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to store for one conversation x dimension: a verdict, or ``None`` and why it is unscored."""
+
+    conversation_id: int
+    dimension: str
+    verdict: DimensionVerdict | None
+    reason: str | None = None
+    truncated: bool = False
+    cache_hit: bool = False
+
+
+def record_call(
+    session: Session,
+    run_id: int,
+    dimensions: Sequence[str],
+    conversations: int,
+    reply: JudgeReply | None,
+    error: str | None,
+) -> ProviderCall:
+    usage = reply.usage if reply else None
+    call = ProviderCall(
+        run_id=run_id,
+        conversations=conversations,
+        dimensions=list(dimensions),
+        status="ok" if error is None else "failed",
+        error=error,
+        calls=usage.calls if usage else 0,
+        retries=usage.retries if usage else 0,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+        cost_usd=usage.cost_usd if usage else 0.0,
+        latency_s=usage.latency_s if usage else 0.0,
+        request=reply.request if reply else None,
+        raw_reply=reply.raw_reply if reply else None,
+    )
+    session.add(call)
+    session.flush()
+    return call
+
+
+def store_outcomes(session: Session, run_id: int, outcomes: Sequence[Outcome], call_id: int | None) -> None:
+    """Insert judgements and their label rows in the caller's transaction; the caller commits."""
+    judgements = [
+        Judgement(
+            run_id=run_id,
+            conversation_id=o.conversation_id,
+            dimension=o.dimension,
+            status="scored" if o.verdict is not None else "unscored",
+            reason=o.reason,
+            suggestion=o.verdict.suggestion if o.verdict else None,
+            truncated=o.truncated,
+            cache_hit=o.cache_hit,
+            call_id=call_id,
+        )
+        for o in outcomes
+    ]
+    session.add_all(judgements)
+    session.flush()
+    for judgement, outcome in zip(judgements, outcomes, strict=True):
+        assert judgement.id is not None
+        for item in outcome.verdict.labels if outcome.verdict else []:
+            session.add(
+                JudgementLabel(
+                    judgement_id=judgement.id,
+                    run_id=run_id,
+                    conversation_id=outcome.conversation_id,
+                    dimension=outcome.dimension,
+                    label=item.label,
+                    evidence=item.evidence,
+                    reason=item.reason,
+                )
+            )
+
+
+def judged_pairs(session: Session, run_id: int, conversation_ids: Sequence[int]) -> set[tuple[int, str]]:
+    """(conversation, dimension) pairs this run already stored: what a resumed run skips."""
+    query = select(Judgement.conversation_id, Judgement.dimension).where(
+        Judgement.run_id == run_id, col(Judgement.conversation_id).in_(conversation_ids)
+    )
+    return {(c, d) for c, d in session.exec(query)}
+
+
+def latest_run(session: Session, project_id: int) -> Run | None:
+    query = select(Run).where(Run.project_id == project_id).order_by(col(Run.id).desc())
+    return session.exec(query).first()
