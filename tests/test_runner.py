@@ -1,0 +1,182 @@
+"""The runner through the real registry with the fake grader, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlmodel import Session, func, select
+
+from judge.analytics import dimension_summaries, failure_intelligence
+from judge.cache import DiskVerdictCache
+from judge.conversation import Conversation
+from judge.errors import ProviderError
+from judge.providers import create
+from judge.providers.base import JudgeReply, JudgeRequest
+from judge.resources import builtin_dir
+from judge.rubric import load_rubric_file
+from judge.runner import Runner, RunOptions, run_once
+from judge.store.conversations import ensure_project, store_conversations
+from judge.store.db import engine
+from judge.store.tables import Judgement, JudgementLabel, ProviderCall, Run
+
+CONVERSATIONS = [
+    ("refund", ["I want a refund for this order", "ok"]),
+    ("hack", ["someone hacked my account", "thanks"]),
+    ("cancel", ["cancel my subscription", "I'm cancelling and going to your competitor"]),
+    ("late", ["where is my package", "still waiting"]),
+    ("fire", ["the charger caught fire", "you stupid bot"]),
+]
+
+
+def _conversation(cid: str, turns: list[str]) -> Conversation:
+    messages = []
+    for turn in turns:
+        messages += [{"role": "user", "content": turn}, {"role": "assistant", "content": "Let me check."}]
+    return Conversation.model_validate({"id": cid, "messages": messages, "metadata": {"language": "en"}})
+
+
+@pytest.fixture
+def db(database_url: str) -> Session:
+    with Session(engine(database_url), expire_on_commit=False) as opened:
+        project = ensure_project(opened)
+        store_conversations(opened, project.id or 0, [_conversation(c, t) for c, t in CONVERSATIONS])
+        yield opened
+
+
+def _run(db: Session, tmp_path: Path, **options) -> tuple:
+    provider = create("fake", refuse=options.pop("refuse", ()))
+    rubric = options.pop("rubric_obj", None)
+    runner = Runner(
+        db,
+        RunOptions(grader="fake", **options),
+        cache=DiskVerdictCache(tmp_path / "cache"),
+        provider=provider,
+        rubric=rubric,
+    )
+    summary = asyncio.run(runner.execute(runner.start()))
+    return summary, provider
+
+
+def _labels(db: Session, run_id: int, dimension: str) -> dict[str, set[str]]:
+    from judge.store.tables import ConversationRecord
+
+    rows = db.exec(
+        select(ConversationRecord.external_id, JudgementLabel.label)
+        .join(ConversationRecord, ConversationRecord.id == JudgementLabel.conversation_id)
+        .where(JudgementLabel.run_id == run_id, JudgementLabel.dimension == dimension)
+    ).all()
+    out: dict[str, set[str]] = {}
+    for cid, label in rows:
+        out.setdefault(cid, set()).add(label)
+    return out
+
+
+def test_labels_implied_by_the_text_are_stored_and_counted(db: Session, tmp_path: Path):
+    summary, provider = _run(db, tmp_path, batch_size=2)
+    assert summary.conversations == 5 and summary.unscored == 0
+    assert summary.judgements == 5 * 7
+    assert [len(c) for c in provider.calls] == [2, 2, 1]
+    risks = _labels(db, summary.run_id, "risk")
+    assert risks == {"hack": {"privacy"}, "cancel": {"churn_intent"}, "fire": {"safety"}}
+    assert _labels(db, summary.run_id, "topic")["refund"] == {"billing.refund"}
+    run = db.get(Run, summary.run_id)
+    counts = {s.dimension: s for s in dimension_summaries(db, run)}
+    assert {c.label: c.conversations for c in counts["risk"].labels if c.conversations} == {
+        "privacy": 1,
+        "churn_intent": 1,
+        "safety": 1,
+    }
+    topics = {t.topic: t for t in failure_intelligence(db, run)}
+    # no topic example occurs in "hack" or "fire", so the fake gives both the first topic; "you stupid bot"
+    # is an insult (negative implicit feedback), so "fire" counts as failed and its risk shows up
+    login = topics["account.login"]
+    assert (login.conversations, login.failed, login.examples) == (2, 1, ["fire"])
+    assert login.risks == {"safety": 1}
+    assert topics["account.login"] == failure_intelligence(db, run)[0]
+    assert sum(t.failed for t in topics.values()) == 1
+
+
+def test_second_run_makes_no_provider_calls(db: Session, tmp_path: Path):
+    _run(db, tmp_path)
+    again, provider = _run(db, tmp_path)
+    assert provider.calls == []
+    assert again.calls == 0 and again.cache_hits == 5 * 7 and again.judgements == 5 * 7
+
+
+def test_adding_a_risk_category_rejudges_only_the_risk_dimension(db: Session, tmp_path: Path):
+    first, _ = _run(db, tmp_path)
+    raw = yaml.safe_load((builtin_dir("rubrics") / "default.yaml").read_text())
+    raw["dimensions"]["risk"]["labels"].append(
+        {
+            "id": "competitor_mention",
+            "description": "The user names a competitor.",
+            "examples": ["going to your competitor"],
+        }
+    )
+    path = tmp_path / "default.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    edited = load_rubric_file(path)
+    second, provider = _run(db, tmp_path, rubric_obj=edited)
+    assert second.fresh_by_dimension == {"risk": 5}
+    assert second.cache_hits == 5 * 6
+    assert all(c for c in provider.calls)
+    assert _labels(db, second.run_id, "risk")["cancel"] == {"churn_intent", "competitor_mention"}
+    summaries = {s.dimension: s for s in dimension_summaries(db, db.get(Run, second.run_id))}
+    assert {c.label: c.conversations for c in summaries["risk"].labels}["competitor_mention"] == 1
+    assert first.run_id != second.run_id
+
+
+def test_invalid_replies_split_the_batch_and_end_unscored(db: Session, tmp_path: Path):
+    summary, provider = _run(db, tmp_path, batch_size=5, refuse=["late"])
+    # 5 -> (2, 3) -> the 3 splits to (1, 2) -> (1, 1): "late" alone still fails
+    assert provider.calls[0] == ["refund", "hack", "cancel", "late", "fire"]
+    assert ["late"] in provider.calls
+    assert summary.unscored == 7
+    rows = db.exec(select(Judgement).where(Judgement.run_id == summary.run_id)).all()
+    assert len(rows) == 5 * 7 == len({(r.conversation_id, r.dimension) for r in rows})
+    unscored = [r for r in rows if r.status == "unscored"]
+    assert len(unscored) == 7 and all("invalid reply" in (r.reason or "") for r in unscored)
+    unscored_labels = db.exec(
+        select(func.count())
+        .select_from(JudgementLabel)
+        .where(JudgementLabel.judgement_id.in_([r.id for r in unscored]))
+    ).one()
+    assert unscored_labels == 0
+    failed_calls = db.exec(select(ProviderCall).where(ProviderCall.status == "failed")).all()
+    assert failed_calls and all("late" in (c.error or "") for c in failed_calls)
+    # a re-run judges only what is still unscored
+    rerun, provider2 = _run(db, tmp_path)
+    assert [c for call in provider2.calls for c in call] == ["late"]
+    assert rerun.cache_hits == 4 * 7
+
+
+class _Down:
+    """A grader whose provider is unreachable."""
+
+    def __init__(self) -> None:
+        self.spec = create("fake").spec
+
+    async def judge(self, request: JudgeRequest) -> JudgeReply:
+        raise ProviderError("ServiceUnavailableError: 503 after 6 attempts")
+
+
+def test_provider_failure_is_recorded_not_guessed(db: Session):
+    summary = asyncio.run(run_once(db, RunOptions(grader="fake", batch_size=10), provider=_Down()))
+    assert summary.unscored == 5 * 7 and summary.status == "completed"
+    assert "provider error" in next(iter(summary.unscored_reasons))
+    assert db.exec(select(func.count()).select_from(JudgementLabel)).one() == 0
+
+
+def test_resumed_run_skips_what_it_stored(db: Session, tmp_path: Path):
+    provider = create("fake")
+    runner = Runner(db, RunOptions(grader="fake", batch_size=2, limit=2), provider=provider)
+    run = runner.start()
+    asyncio.run(runner.execute(run))
+    runner.options = RunOptions(grader="fake", batch_size=2)
+    asyncio.run(runner.execute(run))
+    rows = db.exec(select(Judgement).where(Judgement.run_id == run.id)).all()
+    assert len(rows) == 5 * 7 == len({(r.conversation_id, r.dimension) for r in rows})
+    assert sum(len(c) for c in provider.calls) == 5
