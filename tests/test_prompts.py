@@ -72,7 +72,7 @@ def test_sandbox_blocks_attribute_escapes():
     template = PromptTemplate(
         "t", 1, "{% block system %}{{ ''.__class__.__mro__ }}{% endblock %}{% block user %}x{% endblock %}"
     )
-    with pytest.raises(Exception, match="unsafe|__class__|not safely"):
+    with pytest.raises(Exception, match=r"unsafe|__class__|not safely"):
         template.render()
 
 
@@ -85,5 +85,5 @@ def test_versions_and_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert latest.version == 9
     first = load_prompt("judge", 1)
     assert first.hash != latest.hash and len(first.hash) == 64
-    with pytest.raises(NotFoundError, match="v1, v9"):
+    with pytest.raises(NotFoundError, match=r"v1, v9"):
         load_prompt("judge", 5)

@@ -105,7 +105,7 @@ def test_response_model_accepts_rubric_labels_and_rejects_others():
     assert verdicts["b"]["topic"].suggestion == "weather"
     bad_label = json.loads(json.dumps(good))
     bad_label["results"][0]["topic"]["label"] = "billing.refunds"
-    with pytest.raises(ValidationError, match="billing.refund"):
+    with pytest.raises(ValidationError, match=r"billing\.refund"):
         model.model_validate(bad_label)
     missing = {"results": good["results"][:1]}
     with pytest.raises(ValidationError, match="missing conversation ids: b"):
