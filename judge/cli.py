@@ -112,6 +112,7 @@ def run(
     api_base: Annotated[str | None, typer.Option(help="Base URL of an OpenAI-compatible server.")] = None,
     param: Annotated[list[str] | None, typer.Option(help="Grader parameter KEY=VALUE (JSON value).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore and do not fill the cache.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     db: Db = None,
     project: ProjectName = "default",
 ) -> None:
@@ -130,20 +131,25 @@ def run(
             concurrency=concurrency,
             project=project,
         )
-        summary = _execute(options, db, use_cache=not no_cache)
+        summary = _execute(options, db, use_cache=not no_cache, show_progress=not as_json)
     except JudgeError as error:
         raise _fail(error) from None
-    report.run_summary(console, summary)
+    if as_json:
+        sys.stdout.write(summary.model_dump_json(indent=2) + "\n")
+    else:
+        report.run_summary(console, summary)
     if summary.unscored:
         raise typer.Exit(1)
 
 
-def _execute(options: RunOptions, db: str | None, use_cache: bool = True) -> RunSummary:
+def _execute(
+    options: RunOptions, db: str | None, use_cache: bool = True, show_progress: bool = True
+) -> RunSummary:
     with session(db) as opened:
         runner = Runner(opened, options, cache=open_cache(use_cache))
         run_row = runner.start()
         columns = (TextColumn("[bold]judging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=True) as bar:
+        with Progress(*columns, console=console, transient=True, disable=not show_progress) as bar:
             task = bar.add_task("judging", total=None)
             return asyncio.run(runner.execute(run_row, lambda n: bar.advance(task, n)))
 
