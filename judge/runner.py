@@ -4,6 +4,8 @@ Conversations stream from the database in chunks; cache hits are stored at once;
 batches (K conversations x the dimensions still to judge) and sent by at most ``concurrency`` workers.
 A batch whose reply stays invalid after the provider's re-asks is split in two and retried, down to
 single conversations; what still fails is stored as *unscored* with its reason, never given a label.
+Every stored outcome is committed with the run's progress counters, so a run killed at any point can be
+resumed and judges only what it had not stored.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from sqlmodel import Session
 
 from judge.batching import Batch, PreparedConversation, pack, prepare
 from judge.cache import NoCache, VerdictCache, cache_key
+from judge.conversation import Conversation
 from judge.errors import InvalidReplyError, ProviderError
 from judge.providers.base import JudgeReply, JudgeRequest, Provider, Usage, create
 from judge.rubric import Rubric, load_rubric
 from judge.signals import SignalHit, detect
-from judge.store.conversations import ensure_project, iter_latest
+from judge.store.conversations import count_latest, ensure_project, iter_latest
 from judge.store.judgements import (
     Outcome,
     ensure_grader,
@@ -32,7 +35,9 @@ from judge.store.judgements import (
     record_call,
     store_outcomes,
 )
-from judge.store.tables import Run, utcnow
+from judge.store.tables import RubricVersion, Run, utcnow
+
+CHUNK = 500
 
 
 class RunOptions(BaseModel):
@@ -85,9 +90,15 @@ class _Pending:
 
 
 @dataclass
-class _Tally:
+class _Execution:
+    """The state of one ``execute`` call."""
+
+    run: Run
     summary: RunSummary
+    notify: Progress
     usage: Usage = field(default_factory=Usage)
+    pending: dict[str, _Pending] = field(default_factory=dict)
+    done: int = 0
 
     def count(self, outcomes: list[Outcome]) -> None:
         s = self.summary
@@ -102,9 +113,38 @@ class _Tally:
             else:
                 s.fresh_by_dimension[o.dimension] = s.fresh_by_dimension.get(o.dimension, 0) + 1
 
+    def resume_counters(self) -> None:
+        """Start from what the run already counted, so a resumed run's totals stay whole."""
+        s, run = self.summary, self.run
+        s.judgements, s.cache_hits, s.unscored = run.judged, run.cache_hits, run.unscored
+        self.usage = Usage(
+            calls=run.calls,
+            prompt_tokens=run.prompt_tokens,
+            completion_tokens=run.completion_tokens,
+            cost_usd=run.cost_usd,
+            retries=run.retries,
+        )
+
+    def finished(self, conversations: int) -> None:
+        self.done += conversations
+        self.notify(conversations)
+
+    def checkpoint(self) -> None:
+        """Copy the counters onto the run row, to be committed with the outcomes they count."""
+        s, run = self.summary, self.run
+        run.conversations, run.judged, run.cache_hits, run.unscored = (
+            self.done,
+            s.judgements,
+            s.cache_hits,
+            s.unscored,
+        )
+        run.calls, run.retries = self.usage.calls, self.usage.retries
+        run.prompt_tokens, run.completion_tokens = self.usage.prompt_tokens, self.usage.completion_tokens
+        run.cost_usd = round(self.usage.cost_usd, 6)
+
 
 class Runner:
-    """Executes one run against one database session; see the module docstring for the flow."""
+    """Executes runs against one database session; see the module docstring for the flow."""
 
     def __init__(
         self,
@@ -123,12 +163,22 @@ class Runner:
         self.batch_size = options.batch_size or int(getattr(self.provider, "default_batch_size", 10))
         self._dimension_hashes = {d: self.rubric.dimension(d).content_hash() for d in self.dimensions}
 
+    @classmethod
+    def resume(cls, session: Session, run: Run, cache: VerdictCache | None = None) -> Runner:
+        """A runner for an existing run, with its stored options and rubric version; ``execute`` then
+        judges only what the run has not stored yet."""
+        rubric_row = session.get(RubricVersion, run.rubric_version_id)
+        assert rubric_row is not None
+        options = RunOptions.model_validate(run.options)
+        return cls(session, options, cache=cache, rubric=Rubric.model_validate(rubric_row.body))
+
     def start(self) -> Run:
         """Create the run row (status ``running``); ``execute`` fills it."""
         project = ensure_project(self.session, self.options.project)
         rubric_row = ensure_rubric_version(self.session, self.rubric)
         grader_row = ensure_grader(self.session, self.provider.spec)
         assert project.id is not None and rubric_row.id is not None
+        total = count_latest(self.session, project.id, self.options.ids)
         run = Run(
             project_id=project.id,
             rubric_version_id=rubric_row.id,
@@ -136,38 +186,36 @@ class Runner:
             dimensions=self.dimensions,
             batch_size=self.batch_size,
             concurrency=self.options.concurrency,
-            selection={"ids": self.options.ids, "limit": self.options.limit},
+            options=self.options.model_dump(mode="json"),
+            total=min(total, self.options.limit or total),
         )
         self.session.add(run)
         self.session.commit()
         return run
 
     async def execute(self, run: Run, progress: Progress | None = None) -> RunSummary:
-        """Judge every selected conversation; resumable: what ``run`` already stored is skipped."""
+        """Judge every selected conversation that ``run`` has not stored yet."""
         assert run.id is not None
         started = time.perf_counter()
-        tally = _Tally(
-            RunSummary(
-                run_id=run.id,
-                status="running",
-                grader=self.provider.spec.label,
-                rubric=f"{self.rubric.name} v{self.rubric.version}",
-            )
+        summary = RunSummary(
+            run_id=run.id,
+            status="running",
+            grader=self.provider.spec.label,
+            rubric=f"{self.rubric.name} v{self.rubric.version}",
         )
+        state = _Execution(run, summary, progress or (lambda _n: None), done=run.conversations)
+        state.resume_counters()
+        run.status, run.error, run.finished_at = "running", None, None
         queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self.options.concurrency * 2)
-        pending: dict[str, _Pending] = {}
-        notify = progress or (lambda _n: None)
 
         async def worker() -> None:
             while (batch := await queue.get()) is not None:
-                await self._judge(run.id or 0, batch, pending, tally)
-                notify(len(batch.conversations))
+                await self._judge(state, batch)
+                state.finished(len(batch.conversations))
 
         workers = [asyncio.create_task(worker()) for _ in range(self.options.concurrency)]
         try:
-            for batch in pack(
-                self._misses(run.id, pending, tally, notify), self.batch_size, self.options.token_budget
-            ):
+            for batch in pack(self._misses(state), self.batch_size, self.options.token_budget):
                 await queue.put(batch)
             for _ in workers:
                 await queue.put(None)
@@ -175,50 +223,43 @@ class Runner:
         except BaseException as error:
             for task in workers:
                 task.cancel()
+            cancelled = isinstance(error, asyncio.CancelledError | KeyboardInterrupt)
             self._finish(
-                run,
-                tally,
-                "cancelled" if isinstance(error, asyncio.CancelledError) else "failed",
-                started,
-                error=str(error) or type(error).__name__,
+                state, "cancelled" if cancelled else "failed", started, str(error) or type(error).__name__
             )
             raise
-        return self._finish(run, tally, "completed", started)
+        return self._finish(state, "completed", started)
 
-    def _misses(
-        self, run_id: int, pending: dict[str, _Pending], tally: _Tally, notify: Progress
-    ) -> Iterator[tuple[PreparedConversation, tuple[str, ...]]]:
+    def _misses(self, state: _Execution) -> Iterator[tuple[PreparedConversation, tuple[str, ...]]]:
         """Walk the selection: store cache hits; yield each conversation with the dimensions it needs."""
-        fingerprint = self.provider.spec.fingerprint
-        chunk: list[tuple[int, Any]] = []
-        selection = iter_latest(self.session, self._project_id(run_id), self.options.ids, self.options.limit)
+        chunk: list[tuple[int, Conversation]] = []
+        selection = iter_latest(
+            self.session, state.run.project_id, self.options.ids, self.options.limit, CHUNK
+        )
         for record, conversation in selection:
             chunk.append((record.id or 0, conversation))
-            if len(chunk) >= 500:
-                yield from self._walk_chunk(run_id, chunk, fingerprint, pending, tally, notify)
+            if len(chunk) >= CHUNK:
+                yield from self._walk_chunk(state, chunk)
                 chunk = []
-        yield from self._walk_chunk(run_id, chunk, fingerprint, pending, tally, notify)
+        yield from self._walk_chunk(state, chunk)
 
     def _walk_chunk(
-        self,
-        run_id: int,
-        chunk: list[tuple[int, Any]],
-        fingerprint: str,
-        pending: dict[str, _Pending],
-        tally: _Tally,
-        notify: Progress,
+        self, state: _Execution, chunk: list[tuple[int, Conversation]]
     ) -> Iterator[tuple[PreparedConversation, tuple[str, ...]]]:
         if not chunk:
             return
+        run_id = state.run.id or 0
+        fingerprint = self.provider.spec.fingerprint
         done = judged_pairs(self.session, run_id, [record_id for record_id, _ in chunk])
         hits: list[Outcome] = []
-        finished = 0
+        complete = 0
         for record_id, conversation in chunk:
-            tally.summary.conversations += 1
             prepared = prepare(conversation, self.options.max_conversation_tokens)
             content = conversation.content_hash()
             keys = {d: cache_key(fingerprint, self._dimension_hashes[d], content) for d in self.dimensions}
             needed: list[str] = []
+            if all((record_id, d) in done for d in self.dimensions):
+                continue  # finished by an earlier execution of this run
             for dimension in self.dimensions:
                 if (record_id, dimension) in done:
                     continue
@@ -230,67 +271,59 @@ class Runner:
                         Outcome(record_id, dimension, cached, truncated=prepared.truncated, cache_hit=True)
                     )
             if needed:
-                pending[conversation.id] = _Pending(record_id, prepared, detect(conversation), keys)
+                state.pending[conversation.id] = _Pending(record_id, prepared, detect(conversation), keys)
                 yield prepared, tuple(needed)
             else:
-                finished += 1
-        if hits:
-            store_outcomes(self.session, run_id, hits, call_id=None)
-            self.session.commit()
-            tally.count(hits)
-        notify(finished)
+                complete += 1
+        state.summary.conversations += len(chunk)
+        state.finished(complete)
+        state.count(hits)
+        store_outcomes(self.session, run_id, hits, call_id=None)
+        self._commit(state)
 
-    def _project_id(self, run_id: int) -> int:
-        run = self.session.get(Run, run_id)
-        assert run is not None
-        return run.project_id
-
-    async def _judge(self, run_id: int, batch: Batch, pending: dict[str, _Pending], tally: _Tally) -> None:
+    async def _judge(self, state: _Execution, batch: Batch) -> None:
         """Judge a batch; on an invalid reply split it, down to single conversations, then give up."""
-        signals = {c.id: pending[c.id].signals for c in batch.conversations}
+        signals = {c.id: state.pending[c.id].signals for c in batch.conversations}
         request = JudgeRequest(self.rubric, batch.dimensions, batch.conversations, signals)
         try:
             reply = await self.provider.judge(request)
         except InvalidReplyError as error:
-            self._store_call(run_id, batch, None, str(error))
+            self._record_call(state, batch, None, str(error))
             if len(batch.conversations) > 1:
                 first, second = batch.split()
-                await asyncio.gather(
-                    self._judge(run_id, first, pending, tally), self._judge(run_id, second, pending, tally)
-                )
-                return
-            self._store_batch(run_id, batch, pending, tally, None, f"invalid reply: {error}", None)
+                await asyncio.gather(self._judge(state, first), self._judge(state, second))
+            else:
+                self._store_batch(state, batch, None, f"invalid reply: {error}", None)
             return
         except ProviderError as error:
-            call_id = self._store_call(run_id, batch, None, str(error))
-            self._store_batch(run_id, batch, pending, tally, None, f"provider error: {error}", call_id)
+            call_id = self._record_call(state, batch, None, str(error))
+            self._store_batch(state, batch, None, f"provider error: {error}", call_id)
             return
-        call_id = self._store_call(run_id, batch, reply, None)
-        tally.usage.add(reply.usage)
-        self._store_batch(run_id, batch, pending, tally, reply, None, call_id)
+        state.usage.add(reply.usage)
+        call_id = self._record_call(state, batch, reply, None)
+        self._store_batch(state, batch, reply, None, call_id)
 
-    def _store_call(
-        self, run_id: int, batch: Batch, reply: JudgeReply | None, error: str | None
+    def _record_call(
+        self, state: _Execution, batch: Batch, reply: JudgeReply | None, error: str | None
     ) -> int | None:
-        if reply is not None and reply.usage.calls == 0 and error is None:
+        if reply is not None and reply.usage.calls == 0:
             return None  # an in-process grader (local) makes no provider call worth a row
-        call = record_call(self.session, run_id, batch.dimensions, len(batch.conversations), reply, error)
-        self.session.commit()
+        call = record_call(
+            self.session, state.run.id or 0, batch.dimensions, len(batch.conversations), reply, error
+        )
         return call.id
 
     def _store_batch(
         self,
-        run_id: int,
+        state: _Execution,
         batch: Batch,
-        pending: dict[str, _Pending],
-        tally: _Tally,
         reply: JudgeReply | None,
         error: str | None,
         call_id: int | None,
     ) -> None:
         outcomes: list[Outcome] = []
         for prepared in batch.conversations:
-            item = pending.pop(prepared.id)
+            item = state.pending.pop(prepared.id)
             verdicts = reply.verdicts.get(prepared.id, {}) if reply else {}
             for dimension in batch.dimensions:
                 verdict = verdicts.get(dimension)
@@ -298,34 +331,26 @@ class Runner:
                 outcomes.append(Outcome(item.record_id, dimension, verdict, reason, prepared.truncated))
                 if verdict is not None:
                     self.cache.set(item.keys[dimension], verdict)
-        store_outcomes(self.session, run_id, outcomes, call_id)
-        self.session.commit()
-        tally.count(outcomes)
+        state.count(outcomes)
+        store_outcomes(self.session, state.run.id or 0, outcomes, call_id)
+        self._commit(state)
 
-    def _finish(
-        self, run: Run, tally: _Tally, status: str, started: float, error: str | None = None
-    ) -> RunSummary:
-        summary, usage = tally.summary, tally.usage
+    def _commit(self, state: _Execution) -> None:
+        state.checkpoint()
+        self.session.add(state.run)
+        self.session.commit()
+
+    def _finish(self, state: _Execution, status: str, started: float, error: str | None = None) -> RunSummary:
+        summary, usage = state.summary, state.usage
         summary.status = status
         summary.calls, summary.retries = usage.calls, usage.retries
         summary.prompt_tokens, summary.completion_tokens = usage.prompt_tokens, usage.completion_tokens
         summary.cost_usd = round(usage.cost_usd, 6)
         summary.wall_s = round(time.perf_counter() - started, 3)
         self.session.rollback()
-        for name in (
-            "conversations",
-            "cache_hits",
-            "unscored",
-            "calls",
-            "retries",
-            "prompt_tokens",
-            "completion_tokens",
-            "cost_usd",
-        ):
-            setattr(run, name, getattr(summary, name))
-        run.judged = summary.judgements
-        run.status, run.error, run.finished_at = status, error, utcnow()
-        self.session.add(run)
+        state.checkpoint()
+        state.run.status, state.run.error, state.run.finished_at = status, error, utcnow()
+        self.session.add(state.run)
         self.session.commit()
         return summary
 

@@ -170,13 +170,32 @@ def test_provider_failure_is_recorded_not_guessed(db: Session):
     assert db.exec(select(func.count()).select_from(JudgementLabel)).one() == 0
 
 
-def test_resumed_run_skips_what_it_stored(db: Session, tmp_path: Path):
-    provider = create("fake")
-    runner = Runner(db, RunOptions(grader="fake", batch_size=2, limit=2), provider=provider)
+class _Interrupted:
+    """Answers like the fake grader, then is interrupted (as by a shutdown) on its third call."""
+
+    def __init__(self) -> None:
+        self.inner = create("fake")
+        self.spec = self.inner.spec
+
+    async def judge(self, request: JudgeRequest) -> JudgeReply:
+        if len(self.inner.calls) == 2:
+            raise asyncio.CancelledError
+        return await self.inner.judge(request)
+
+
+def test_an_interrupted_run_resumes_without_rejudging(db: Session):
+    runner = Runner(db, RunOptions(grader="fake", batch_size=2, concurrency=1), provider=_Interrupted())
     run = runner.start()
-    asyncio.run(runner.execute(run))
-    runner.options = RunOptions(grader="fake", batch_size=2)
-    asyncio.run(runner.execute(run))
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(runner.execute(run))
+    db.refresh(run)
+    assert (run.status, run.conversations, run.judged, run.total) == ("cancelled", 4, 28, 5)
+    resumed = Runner.resume(db, run)
+    fresh = create("fake")
+    resumed.provider = fresh
+    asyncio.run(resumed.execute(run))
+    assert fresh.calls == [["fire"]]
     rows = db.exec(select(Judgement).where(Judgement.run_id == run.id)).all()
     assert len(rows) == 5 * 7 == len({(r.conversation_id, r.dimension) for r in rows})
-    assert sum(len(c) for c in provider.calls) == 5
+    db.refresh(run)
+    assert (run.status, run.conversations, run.judged, run.calls) == ("completed", 5, 35, 3)

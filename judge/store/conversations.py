@@ -131,6 +131,19 @@ def to_model(record: ConversationRecord, messages: Iterable[MessageRecord]) -> C
     )
 
 
+def count_latest(session: Session, project_id: int, ids: Sequence[str] | None = None) -> int:
+    from sqlalchemy import func
+
+    query = (
+        select(func.count())
+        .select_from(ConversationRecord)
+        .where(ConversationRecord.project_id == project_id, col(ConversationRecord.is_latest))
+    )
+    if ids is not None:
+        query = query.where(col(ConversationRecord.external_id).in_(ids))
+    return int(session.exec(query).one())
+
+
 def iter_latest(
     session: Session,
     project_id: int,

@@ -107,11 +107,12 @@ class Run(SQLModel, table=True):
     rubric_version_id: int = Field(foreign_key="rubricversion.id")
     grader_id: str = Field(foreign_key="grader.id")
     dimensions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    selection: dict[str, Any] = _json()
+    options: dict[str, Any] = _json()
     batch_size: int
     concurrency: int
     status: str = Field(default="running", max_length=20, index=True)
     error: str | None = Field(default=None, sa_column=Column(Text))
+    total: int = 0
     conversations: int = 0
     judged: int = 0
     cache_hits: int = 0

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-03 13:48:25.471586
+Create Date: 2026-12-03 13:57:52.963831
 """
 from collections.abc import Sequence
 
@@ -79,11 +79,12 @@ def upgrade() -> None:
     sa.Column('rubric_version_id', sa.Integer(), nullable=False),
     sa.Column('grader_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('dimensions', sa.JSON(), nullable=False),
-    sa.Column('selection', sa.JSON(), nullable=False),
+    sa.Column('options', sa.JSON(), nullable=False),
     sa.Column('batch_size', sa.Integer(), nullable=False),
     sa.Column('concurrency', sa.Integer(), nullable=False),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('total', sa.Integer(), nullable=False),
     sa.Column('conversations', sa.Integer(), nullable=False),
     sa.Column('judged', sa.Integer(), nullable=False),
     sa.Column('cache_hits', sa.Integer(), nullable=False),
