@@ -1,15 +1,35 @@
-"""Aggregation queries over stored judgements: every figure is a SQL GROUP BY over indexed columns."""
+"""Aggregation queries over stored judgements. Every figure is a SQL GROUP BY over indexed columns,
+read through a ``Scope`` (judge.scope): the latest judgement per conversation x dimension."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Integer, and_, case, distinct, func
+from sqlalchemy import Integer, Select, Subquery, and_, case, distinct, func
+from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
 from judge.rubric import Analytic, Rubric
-from judge.store.tables import ConversationRecord, Judgement, JudgementLabel, RubricVersion, Run
+from judge.scope import (
+    Bucket,
+    Scope,
+    bucket_expression,
+    conversation_filters,
+    latest_judgements,
+    metadata_value,
+    run_ids,
+)
+from judge.store.tables import (
+    ConversationRecord,
+    Grader,
+    Judgement,
+    JudgementLabel,
+    ProviderCall,
+    RubricVersion,
+    Run,
+    SignalRow,
+)
 
 
 class LabelCount(BaseModel):
@@ -27,6 +47,16 @@ class DimensionSummary(BaseModel):
     labels: list[LabelCount]
 
 
+class SeriesPoint(BaseModel):
+    """Conversations with ``label`` in one time bucket or group, and how many were scored there."""
+
+    key: str
+    dimension: str
+    label: str
+    conversations: int
+    scored: int
+
+
 class TopicFailures(BaseModel):
     """Failure intelligence for one topic: how often it fails, why, in which languages, with which risks."""
 
@@ -41,34 +71,93 @@ class TopicFailures(BaseModel):
     examples: list[str]
 
 
-def rubric_of(session: Session, run: Run) -> Rubric:
-    row = session.get(RubricVersion, run.rubric_version_id)
-    assert row is not None
-    return Rubric.model_validate(row.body)
+class Snapshot:
+    """The runs and rubric a scope resolves to, with the joins every query here starts from."""
+
+    def __init__(self, session: Session, scope: Scope) -> None:
+        self.session, self.scope = session, scope
+        self.runs = run_ids(session, scope)
+        self.rubric: Rubric | None = None
+        self.dimensions: list[str] = []
+        if self.runs:
+            newest = session.get(Run, max(self.runs))
+            assert newest is not None
+            row = session.get(RubricVersion, newest.rubric_version_id)
+            assert row is not None
+            self.rubric = Rubric.model_validate(row.body)
+            self.dimensions = [d for d in self.rubric.dimensions if d in newest.dimensions]
+        self.latest: Subquery = latest_judgements(self.runs)
+
+    def of(self, analytic: Analytic | None) -> list[str]:
+        if self.rubric is None:
+            return []
+        return [
+            d for d in self.dimensions if analytic is None or self.rubric.dimensions[d].analytic is analytic
+        ]
+
+    def label_join(self) -> Select[Any]:
+        """JudgementLabel rows that are the latest for their conversation x dimension, in scope."""
+        latest = self.latest
+        return (
+            sql_select()
+            .select_from(JudgementLabel)
+            .join(
+                latest,
+                and_(
+                    col(JudgementLabel.run_id) == latest.c.run_id,
+                    col(JudgementLabel.conversation_id) == latest.c.conversation_id,
+                    col(JudgementLabel.dimension) == latest.c.dimension,
+                ),
+            )
+            .join(ConversationRecord, col(ConversationRecord.id) == col(JudgementLabel.conversation_id))
+            .where(*conversation_filters(self.scope))
+        )
+
+    def judgement_join(self) -> Select[Any]:
+        latest = self.latest
+        return (
+            sql_select()
+            .select_from(Judgement)
+            .join(
+                latest,
+                and_(
+                    col(Judgement.run_id) == latest.c.run_id,
+                    col(Judgement.conversation_id) == latest.c.conversation_id,
+                    col(Judgement.dimension) == latest.c.dimension,
+                ),
+            )
+            .join(ConversationRecord, col(ConversationRecord.id) == col(Judgement.conversation_id))
+            .where(*conversation_filters(self.scope))
+        )
 
 
-def dimension_summaries(session: Session, run: Run) -> list[DimensionSummary]:
+def dimension_summaries(snapshot: Snapshot, analytic: Analytic | None = None) -> list[DimensionSummary]:
     """Per dimension: scored/unscored counts and every rubric label's count (zeros included)."""
-    rubric = rubric_of(session, run)
-    status_rows = session.exec(
-        select(Judgement.dimension, Judgement.status, func.count())
-        .where(Judgement.run_id == run.id)
-        .group_by(Judgement.dimension, Judgement.status)
+    names = snapshot.of(analytic)
+    if not names or snapshot.rubric is None:
+        return []
+    session = snapshot.session
+    status_rows = session.execute(
+        snapshot.judgement_join()
+        .add_columns(col(Judgement.dimension), col(Judgement.status), func.count())
+        .where(col(Judgement.dimension).in_(names))
+        .group_by(col(Judgement.dimension), col(Judgement.status))
     ).all()
     status = {(d, s): n for d, s, n in status_rows}
-    label_rows = session.exec(
-        select(
-            JudgementLabel.dimension,
-            JudgementLabel.label,
+    label_rows = session.execute(
+        snapshot.label_join()
+        .add_columns(
+            col(JudgementLabel.dimension),
+            col(JudgementLabel.label),
             func.count(distinct(col(JudgementLabel.conversation_id))),
         )
-        .where(JudgementLabel.run_id == run.id)
-        .group_by(JudgementLabel.dimension, JudgementLabel.label)
+        .where(col(JudgementLabel.dimension).in_(names))
+        .group_by(col(JudgementLabel.dimension), col(JudgementLabel.label))
     ).all()
     counts = {(d, label): n for d, label, n in label_rows}
     summaries = []
-    for name in run.dimensions:
-        dimension = rubric.dimension(name)
+    for name in names:
+        dimension = snapshot.rubric.dimensions[name]
         scored = status.get((name, "scored"), 0)
         labels = [
             LabelCount(
@@ -92,62 +181,92 @@ def dimension_summaries(session: Session, run: Run) -> list[DimensionSummary]:
     return summaries
 
 
-def _dimension_of(rubric: Rubric, analytic: Analytic) -> list[str]:
-    return [name for name, d in rubric.dimensions.items() if d.analytic is analytic]
+def breakdown(
+    snapshot: Snapshot, analytic: Analytic | None, bucket: Bucket | None = None, group_by: str | None = None
+) -> list[SeriesPoint]:
+    """Label counts per time bucket (``bucket``) or per ``group_by`` (``language`` or ``metadata.KEY``)."""
+    names = snapshot.of(analytic)
+    if not names:
+        return []
+    if bucket is not None:
+        key: Any = bucket_expression(snapshot.session, bucket)
+    elif group_by == "language":
+        key = col(ConversationRecord.language)
+    elif group_by is not None and group_by.startswith("metadata."):
+        key = metadata_value(group_by.removeprefix("metadata."))
+    else:
+        return []
+    session = snapshot.session
+    scored_rows = session.execute(
+        snapshot.judgement_join()
+        .add_columns(key.label("key"), col(Judgement.dimension), func.count())
+        .where(col(Judgement.dimension).in_(names), col(Judgement.status) == "scored")
+        .group_by(key, col(Judgement.dimension))
+    ).all()
+    scored = {(k, d): n for k, d, n in scored_rows}
+    rows = session.execute(
+        snapshot.label_join()
+        .add_columns(key.label("key"), col(JudgementLabel.dimension), col(JudgementLabel.label), func.count())
+        .where(col(JudgementLabel.dimension).in_(names))
+        .group_by(key, col(JudgementLabel.dimension), col(JudgementLabel.label))
+        .order_by(key)
+    ).all()
+    return [
+        SeriesPoint(key=str(k), dimension=d, label=label, conversations=n, scored=scored.get((k, d), 0))
+        for k, d, label, n in rows
+    ]
 
 
-def failure_intelligence(
-    session: Session, run: Run, level: int = 0, examples: int = 3
-) -> list[TopicFailures]:
-    """Topics (``level`` 1 = top of the hierarchy, 0 = full label) ranked by volume x failure rate.
+def signal_counts(snapshot: Snapshot) -> dict[str, int]:
+    """Conversations in scope showing each deterministic signal (whatever the grader said)."""
+    rows = snapshot.session.execute(
+        select(col(SignalRow.signal), func.count())
+        .join(ConversationRecord, col(ConversationRecord.id) == col(SignalRow.conversation_id))
+        .where(*conversation_filters(snapshot.scope))
+        .group_by(col(SignalRow.signal))
+    ).all()
+    return {signal: n for signal, n in rows}
 
-    A conversation failed when any label marked ``negative`` in the rubric (a failure cause, negative
-    implicit feedback) was given to it.
+
+def failure_intelligence(snapshot: Snapshot, level: int = 0, examples: int = 3) -> list[TopicFailures]:
+    """Topics (``level`` 1 = top of the hierarchy, 0 = the full label) ranked by volume x failure rate.
+
+    A conversation failed when it was given any label the rubric marks ``negative`` (a failure cause,
+    negative implicit feedback).
     """
-    rubric = rubric_of(session, run)
-    topic_dims = [d for d in _dimension_of(rubric, Analytic.topic_intent) if d in run.dimensions]
-    if not topic_dims:
+    rubric, session = snapshot.rubric, snapshot.session
+    topic_dims = snapshot.of(Analytic.topic_intent)
+    if rubric is None or not topic_dims:
         return []
     negative = [
         (name, label.id)
-        for name, d in rubric.dimensions.items()
-        if name in run.dimensions
-        for label in d.labels
+        for name in snapshot.dimensions
+        for label in rubric.dimensions[name].labels
         if label.negative
     ]
-    topic = (
-        select(col(JudgementLabel.conversation_id), col(JudgementLabel.label).label("topic"))
-        .where(JudgementLabel.run_id == run.id, JudgementLabel.dimension == topic_dims[0])
-        .subquery()
-    )
-    failed_flag = (
-        func.max(
-            case(
-                *[
-                    (and_(col(JudgementLabel.dimension) == d, col(JudgementLabel.label) == lab), 1)
-                    for d, lab in negative
-                ],
-                else_=0,
-            )
-        )
-        if negative
-        else func.max(0)
-    )
+    flags = [
+        (and_(col(JudgementLabel.dimension) == d, col(JudgementLabel.label) == lab), 1) for d, lab in negative
+    ]
+    failed_flag = func.max(case(*flags, else_=0)) if flags else func.max(0)
     failures = (
-        select(JudgementLabel.conversation_id, failed_flag.label("failed"))
-        .where(JudgementLabel.run_id == run.id)
+        snapshot.label_join()
+        .add_columns(
+            col(JudgementLabel.conversation_id).label("conversation_id"), failed_flag.label("failed")
+        )
         .group_by(col(JudgementLabel.conversation_id))
         .subquery()
     )
-    rows = session.exec(
-        select(
-            topic.c.topic,
-            ConversationRecord.external_id,
-            ConversationRecord.language,
+    rows = session.execute(
+        snapshot.label_join()
+        .add_columns(
+            col(JudgementLabel.label),
+            col(ConversationRecord.external_id),
+            col(ConversationRecord.language),
             func.coalesce(failures.c.failed, 0).cast(Integer),
         )
-        .join(ConversationRecord, col(ConversationRecord.id) == topic.c.conversation_id)
-        .join(failures, failures.c.conversation_id == topic.c.conversation_id, isouter=True)
+        .join(failures, failures.c.conversation_id == col(JudgementLabel.conversation_id), isouter=True)
+        .where(col(JudgementLabel.dimension) == topic_dims[0])
+        .order_by(col(ConversationRecord.id))
     ).all()
     per_topic: dict[str, dict[str, Any]] = {}
     failed_ids: dict[str, str] = {}
@@ -157,16 +276,16 @@ def failure_intelligence(
         entry["n"] += 1
         if failed:
             entry["failed"] += 1
-            entry["languages"][language or "unknown"] = entry["languages"].get(language or "unknown", 0) + 1
+            lang = language or "unknown"
+            entry["languages"][lang] = entry["languages"].get(lang, 0) + 1
             if len(entry["examples"]) < examples:
                 entry["examples"].append(external_id)
             failed_ids[external_id] = key
-    breakdown = _breakdown(session, run, rubric, failed_ids)
-    empty: dict[Analytic, dict[str, int]] = {Analytic.failure_cause: {}, Analytic.business_risk: {}}
+    found = _causes_and_risks(snapshot, failed_ids)
     result = []
     for key, entry in per_topic.items():
         rate = entry["failed"] / entry["n"]
-        found = breakdown.get(key, empty)
+        causes, risks = found.get(key, ({}, {}))
         result.append(
             TopicFailures(
                 topic=key,
@@ -174,9 +293,9 @@ def failure_intelligence(
                 failed=entry["failed"],
                 failure_rate=round(rate, 4),
                 priority=round(entry["n"] * rate, 3),
-                causes=found[Analytic.failure_cause],
+                causes=causes,
                 languages=entry["languages"],
-                risks=found[Analytic.business_risk],
+                risks=risks,
                 examples=entry["examples"],
             )
         )
@@ -184,31 +303,78 @@ def failure_intelligence(
     return result
 
 
-def _breakdown(
-    session: Session, run: Run, rubric: Rubric, failed_ids: dict[str, str]
-) -> dict[str, dict[Analytic, dict[str, int]]]:
-    """Among each topic's failed conversations: counts of negative failure causes and of risks."""
-    wanted = {
-        name: rubric.dimensions[name].analytic
-        for name in run.dimensions
-        if rubric.dimensions[name].analytic in (Analytic.failure_cause, Analytic.business_risk)
+def _causes_and_risks(
+    snapshot: Snapshot, failed_ids: dict[str, str]
+) -> dict[str, tuple[dict[str, int], dict[str, int]]]:
+    """Among each topic's failed conversations: counts of negative failure causes, and of risks."""
+    assert snapshot.rubric is not None
+    causes = set(snapshot.of(Analytic.failure_cause))
+    risks = set(snapshot.of(Analytic.business_risk))
+    negative = {
+        (n, label.id) for n in causes for label in snapshot.rubric.dimensions[n].labels if label.negative
     }
-    counted = {
-        (name, label.id)
-        for name in wanted
-        for label in rubric.dimensions[name].labels
-        if label.negative or wanted[name] is Analytic.business_risk
-    }
-    rows = session.exec(
-        select(ConversationRecord.external_id, JudgementLabel.dimension, JudgementLabel.label)
-        .join(ConversationRecord, col(ConversationRecord.id) == JudgementLabel.conversation_id)
-        .where(JudgementLabel.run_id == run.id, col(JudgementLabel.dimension).in_(list(wanted)))
+    rows = snapshot.session.execute(
+        snapshot.label_join()
+        .add_columns(
+            col(ConversationRecord.external_id), col(JudgementLabel.dimension), col(JudgementLabel.label)
+        )
+        .where(col(JudgementLabel.dimension).in_(causes | risks))
     ).all()
-    out: dict[str, dict[Analytic, dict[str, int]]] = {}
+    out: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
     for external_id, dimension, label in rows:
         topic = failed_ids.get(external_id)
-        if topic is None or (dimension, label) not in counted:
+        if topic is None:
             continue
-        bucket = out.setdefault(topic, {a: {} for a in (Analytic.failure_cause, Analytic.business_risk)})
-        bucket[wanted[dimension]][label] = bucket[wanted[dimension]].get(label, 0) + 1
+        cause_counts, risk_counts = out.setdefault(topic, ({}, {}))
+        if (dimension, label) in negative:
+            cause_counts[label] = cause_counts.get(label, 0) + 1
+        elif dimension in risks:
+            risk_counts[label] = risk_counts.get(label, 0) + 1
     return out
+
+
+class GraderUsage(BaseModel):
+    id: str
+    provider: str
+    model: str
+    params: dict[str, Any]
+    prompt: str
+    runs: int
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+def grader_usage(session: Session, project_id: int) -> list[GraderUsage]:
+    """Each grader the project ran, with its runs, provider calls, tokens and cost so far."""
+    usage = (
+        sql_select(
+            col(Run.grader_id),
+            func.count(func.distinct(col(Run.id))),
+            func.coalesce(func.sum(col(ProviderCall.calls)), 0),
+            func.coalesce(func.sum(col(ProviderCall.prompt_tokens)), 0),
+            func.coalesce(func.sum(col(ProviderCall.completion_tokens)), 0),
+            func.coalesce(func.sum(col(ProviderCall.cost_usd)), 0.0),
+        )
+        .join(ProviderCall, col(ProviderCall.run_id) == col(Run.id), isouter=True)
+        .where(col(Run.project_id) == project_id)
+        .group_by(col(Run.grader_id))
+    )
+    totals = {row[0]: row[1:] for row in session.execute(usage)}
+    graders = session.exec(select(Grader).where(col(Grader.id).in_(list(totals)))).all()
+    return [
+        GraderUsage(
+            id=g.id,
+            provider=g.provider,
+            model=g.model,
+            params=g.params,
+            prompt=f"{g.prompt_name} v{g.prompt_version}",
+            runs=int(totals[g.id][0]),
+            calls=int(totals[g.id][1]),
+            prompt_tokens=int(totals[g.id][2]),
+            completion_tokens=int(totals[g.id][3]),
+            cost_usd=float(totals[g.id][4]),
+        )
+        for g in graders
+    ]

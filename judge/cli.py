@@ -22,6 +22,7 @@ from judge.errors import InputError, JudgeError
 from judge.resources import SAMPLE_CONVERSATIONS
 from judge.rubric import available_rubrics, json_schema, load_rubric, load_rubric_file
 from judge.runner import Runner, RunOptions, RunSummary
+from judge.scope import Scope
 from judge.settings import open_cache
 from judge.store.conversations import ensure_project, store_conversations
 from judge.store.db import session
@@ -31,6 +32,8 @@ from judge.store.tables import Run
 app = typer.Typer(help="User analytics for conversational AI, built on LLM-as-judge.", no_args_is_help=True)
 rubric_app = typer.Typer(help="Inspect and validate rubrics.", no_args_is_help=True)
 app.add_typer(rubric_app, name="rubric")
+project_app = typer.Typer(help="Projects and their API keys.", no_args_is_help=True)
+app.add_typer(project_app, name="project")
 console = Console()
 errors = Console(stderr=True)
 
@@ -168,8 +171,9 @@ def report_command(
         if chosen is None or chosen.project_id != project_id:
             raise _fail(InputError(f"no run {run_id}" if run_id else "no runs yet: try `judge run`"))
         console.rule(f"Run {chosen.id} ({chosen.status}), {chosen.conversations:,} conversations")
-        report.analytics(console, analytics.dimension_summaries(opened, chosen))
-        report.failures(console, analytics.failure_intelligence(opened, chosen, level=level))
+        snapshot = analytics.Snapshot(opened, Scope(project_id=project_id, run_id=chosen.id))
+        report.analytics(console, analytics.dimension_summaries(snapshot))
+        report.failures(console, analytics.failure_intelligence(snapshot, level=level))
 
 
 @app.command()
@@ -219,3 +223,56 @@ def rubric_list() -> None:
 def rubric_schema() -> None:
     """Print the JSON Schema of rubric files (point your editor's YAML plugin at it)."""
     sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+@project_app.command("create")
+def project_create(name: Annotated[str, typer.Argument(help="Project name.")], db: Db = None) -> None:
+    """Create a project and print its API key (shown once; only a hash is stored)."""
+    from judge.projects import create_project
+
+    try:
+        with session(db) as opened:
+            _project, key = create_project(opened, name)
+    except JudgeError as error:
+        raise _fail(error) from None
+    errors.print(f"project {name!r} created; its API key (shown once, keep it secret):")
+    sys.stdout.write(key + "\n")
+
+
+@project_app.command("rotate-key")
+def project_rotate(name: Annotated[str, typer.Argument(help="Project name.")], db: Db = None) -> None:
+    """Issue a new API key for a project; the old one stops working."""
+    from sqlmodel import select
+
+    from judge.projects import rotate_key
+    from judge.store.tables import Project
+
+    with session(db) as opened:
+        project = opened.exec(select(Project).where(Project.name == name)).first()
+        if project is None:
+            raise _fail(InputError(f"no project {name!r}"))
+        sys.stdout.write(rotate_key(opened, project) + "\n")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    db: Db = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs) on the embedded defaults: SQLite and the local grader."""
+    import os
+
+    import uvicorn
+
+    from api.app import create_app
+    from api.settings import Settings
+
+    if db:
+        os.environ["DATABASE_URL"] = db
+    try:
+        application = create_app(Settings())
+    except Exception as error:  # settings and database problems stop start-up with their message
+        errors.print(f"[bold red]error:[/] cannot start: {error}")
+        raise typer.Exit(2) from None
+    uvicorn.run(application, host=host, port=port, log_level="info")

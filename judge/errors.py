@@ -32,6 +32,24 @@ class NotFoundError(InputError):
         self.kind, self.name, self.choices = kind, name, listed
 
 
+class ConflictError(InputError):
+    """The request conflicts with what is stored (a taken name, a run that already finished)."""
+
+    status_code = 409
+
+
+class AuthenticationError(InputError):
+    """Missing or invalid API key."""
+
+    status_code = 401
+
+
+class TooLargeError(InputError):
+    """A request carries more than the configured limit."""
+
+    status_code = 413
+
+
 class RubricError(InputError):
     """A rubric file does not validate; the message names the file, dimension and label."""
 

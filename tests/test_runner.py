@@ -9,7 +9,7 @@ import pytest
 import yaml
 from sqlmodel import Session, func, select
 
-from judge.analytics import dimension_summaries, failure_intelligence
+from judge.analytics import Snapshot, dimension_summaries, failure_intelligence
 from judge.cache import DiskVerdictCache
 from judge.conversation import Conversation
 from judge.errors import ProviderError
@@ -18,6 +18,7 @@ from judge.providers.base import JudgeReply, JudgeRequest
 from judge.resources import builtin_dir
 from judge.rubric import load_rubric_file
 from judge.runner import Runner, RunOptions, run_once
+from judge.scope import Scope
 from judge.store.conversations import ensure_project, store_conversations
 from judge.store.db import engine
 from judge.store.tables import Judgement, JudgementLabel, ProviderCall, Run
@@ -83,19 +84,20 @@ def test_labels_implied_by_the_text_are_stored_and_counted(db: Session, tmp_path
     assert risks == {"hack": {"privacy"}, "cancel": {"churn_intent"}, "fire": {"safety"}}
     assert _labels(db, summary.run_id, "topic")["refund"] == {"billing.refund"}
     run = db.get(Run, summary.run_id)
-    counts = {s.dimension: s for s in dimension_summaries(db, run)}
+    snapshot = Snapshot(db, Scope(project_id=run.project_id, run_id=run.id))
+    counts = {s.dimension: s for s in dimension_summaries(snapshot)}
     assert {c.label: c.conversations for c in counts["risk"].labels if c.conversations} == {
         "privacy": 1,
         "churn_intent": 1,
         "safety": 1,
     }
-    topics = {t.topic: t for t in failure_intelligence(db, run)}
+    topics = {t.topic: t for t in failure_intelligence(snapshot)}
     # no topic example occurs in "hack" or "fire", so the fake gives both the first topic; "you stupid bot"
     # is an insult (negative implicit feedback), so "fire" counts as failed and its risk shows up
     login = topics["account.login"]
     assert (login.conversations, login.failed, login.examples) == (2, 1, ["fire"])
     assert login.risks == {"safety": 1}
-    assert topics["account.login"] == failure_intelligence(db, run)[0]
+    assert topics["account.login"] == failure_intelligence(snapshot)[0]
     assert sum(t.failed for t in topics.values()) == 1
 
 
@@ -124,7 +126,8 @@ def test_adding_a_risk_category_rejudges_only_the_risk_dimension(db: Session, tm
     assert second.cache_hits == 5 * 6
     assert all(c for c in provider.calls)
     assert _labels(db, second.run_id, "risk")["cancel"] == {"churn_intent", "competitor_mention"}
-    summaries = {s.dimension: s for s in dimension_summaries(db, db.get(Run, second.run_id))}
+    scope = Scope(project_id=db.get(Run, second.run_id).project_id, run_id=second.run_id)
+    summaries = {s.dimension: s for s in dimension_summaries(Snapshot(db, scope))}
     assert {c.label: c.conversations for c in summaries["risk"].labels}["competitor_mention"] == 1
     assert first.run_id != second.run_id
 

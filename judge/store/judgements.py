@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
+from judge.errors import NotFoundError
 from judge.providers.base import GraderSpec, JudgeReply
-from judge.rubric import Rubric
+from judge.rubric import Rubric, load_rubric
 from judge.store.tables import Grader, Judgement, JudgementLabel, ProviderCall, RubricVersion, Run
 from judge.verdict import DimensionVerdict
 
@@ -133,3 +134,21 @@ def judged_pairs(session: Session, run_id: int, conversation_ids: Sequence[int])
 def latest_run(session: Session, project_id: int) -> Run | None:
     query = select(Run).where(Run.project_id == project_id).order_by(col(Run.id).desc())
     return session.exec(query).first()
+
+
+def rubric_at(session: Session, name: str, version: int) -> Rubric:
+    """Rubric ``name`` at ``version``: the file when it is at that version, else the newest stored copy."""
+    current = load_rubric(name)
+    if current.version == version:
+        return current
+    query = (
+        select(RubricVersion)
+        .where(RubricVersion.name == current.name, RubricVersion.version == version)
+        .order_by(col(RubricVersion.id).desc())
+    )
+    stored = session.exec(query).first()
+    if stored is None:
+        known = session.exec(select(RubricVersion.version).where(RubricVersion.name == current.name)).all()
+        choices = {f"v{v}" for v in [*known, current.version]}
+        raise NotFoundError(f"version of rubric {name!r}", f"v{version}", choices)
+    return Rubric.model_validate(stored.body)
