@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Integer, Select, Subquery, and_, case, distinct, func
+from sqlalchemy import Integer, Select, and_, case, distinct, func
 from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
@@ -16,7 +16,7 @@ from judge.scope import (
     Scope,
     bucket_expression,
     conversation_filters,
-    latest_judgements,
+    is_latest,
     metadata_value,
     run_ids,
 )
@@ -86,7 +86,6 @@ class Snapshot:
             assert row is not None
             self.rubric = Rubric.model_validate(row.body)
             self.dimensions = [d for d in self.rubric.dimensions if d in newest.dimensions]
-        self.latest: Subquery = latest_judgements(self.runs)
 
     def of(self, analytic: Analytic | None) -> list[str]:
         if self.rubric is None:
@@ -97,37 +96,20 @@ class Snapshot:
 
     def label_join(self) -> Select[Any]:
         """JudgementLabel rows that are the latest for their conversation x dimension, in scope."""
-        latest = self.latest
         return (
             sql_select()
             .select_from(JudgementLabel)
-            .join(
-                latest,
-                and_(
-                    col(JudgementLabel.run_id) == latest.c.run_id,
-                    col(JudgementLabel.conversation_id) == latest.c.conversation_id,
-                    col(JudgementLabel.dimension) == latest.c.dimension,
-                ),
-            )
             .join(ConversationRecord, col(ConversationRecord.id) == col(JudgementLabel.conversation_id))
-            .where(*conversation_filters(self.scope))
+            .where(is_latest(JudgementLabel, self.runs), *conversation_filters(self.scope))
         )
 
     def judgement_join(self) -> Select[Any]:
-        latest = self.latest
+        """Judgement rows (scored or not) that are the latest for their conversation x dimension, in scope."""
         return (
             sql_select()
             .select_from(Judgement)
-            .join(
-                latest,
-                and_(
-                    col(Judgement.run_id) == latest.c.run_id,
-                    col(Judgement.conversation_id) == latest.c.conversation_id,
-                    col(Judgement.dimension) == latest.c.dimension,
-                ),
-            )
             .join(ConversationRecord, col(ConversationRecord.id) == col(Judgement.conversation_id))
-            .where(*conversation_filters(self.scope))
+            .where(is_latest(Judgement, self.runs), *conversation_filters(self.scope))
         )
 
 

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 from judge.analytics import Snapshot
 from judge.errors import InputError, NotFoundError
 from judge.rubric import Analytic
-from judge.scope import conversation_filters
+from judge.scope import conversation_filters, is_latest
 from judge.store.tables import ConversationRecord, Judgement, JudgementLabel, MessageRecord, SignalRow
 
 
@@ -163,16 +163,9 @@ def conversation_detail(snapshot: Snapshot, external_id: str) -> ConversationDet
         .order_by(col(MessageRecord.position))
     ).all()
     signals = session.exec(select(SignalRow).where(SignalRow.conversation_id == record.id)).all()
-    latest = snapshot.latest
     judgements = session.exec(
         select(Judgement)
-        .join(
-            latest,
-            (col(Judgement.run_id) == latest.c.run_id)
-            & (col(Judgement.conversation_id) == latest.c.conversation_id)
-            & (col(Judgement.dimension) == latest.c.dimension),
-        )
-        .where(Judgement.conversation_id == record.id)
+        .where(Judgement.conversation_id == record.id, is_latest(Judgement, snapshot.runs))
         .order_by(col(Judgement.dimension))
     ).all()
     labels: dict[int, list[LabelOut]] = {}

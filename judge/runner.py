@@ -36,6 +36,7 @@ from judge.store.judgements import (
     store_outcomes,
 )
 from judge.store.tables import RubricVersion, Run, utcnow
+from judge.verdict import DimensionVerdict
 
 CHUNK = 500
 
@@ -322,6 +323,7 @@ class Runner:
         call_id: int | None,
     ) -> None:
         outcomes: list[Outcome] = []
+        fresh: dict[str, DimensionVerdict] = {}
         for prepared in batch.conversations:
             item = state.pending.pop(prepared.id)
             verdicts = reply.verdicts.get(prepared.id, {}) if reply else {}
@@ -330,10 +332,11 @@ class Runner:
                 reason = error or (None if verdict else "reply had no verdict for this dimension")
                 outcomes.append(Outcome(item.record_id, dimension, verdict, reason, prepared.truncated))
                 if verdict is not None:
-                    self.cache.set(item.keys[dimension], verdict)
+                    fresh[item.keys[dimension]] = verdict
         state.count(outcomes)
         store_outcomes(self.session, state.run.id or 0, outcomes, call_id)
         self._commit(state)
+        self.cache.set_many(fresh)
 
     def _commit(self, state: _Execution) -> None:
         state.checkpoint()

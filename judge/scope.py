@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, Select, Subquery, and_, func, or_
+from sqlalchemy import ColumnElement, Select, and_, func, or_
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from judge.errors import NotFoundError
@@ -83,18 +84,25 @@ def metadata_value(key: str) -> Any:
     return col(ConversationRecord.meta)[key].as_string()
 
 
-def latest_judgements(runs: list[int]) -> Subquery:
-    """(conversation_id, dimension, run_id): the latest run among ``runs`` that judged each pair."""
-    return (
-        select(
-            col(Judgement.conversation_id).label("conversation_id"),
-            col(Judgement.dimension).label("dimension"),
-            func.max(Judgement.run_id).label("run_id"),
+def is_latest(table: Any, runs: list[int]) -> ColumnElement[bool]:
+    """Rows of ``table`` (Judgement or JudgementLabel) from the latest run among ``runs`` that judged
+    their conversation x dimension: an anti-join on the (conversation, dimension, run) index, so each
+    row costs one index probe instead of a join against a grouped subquery."""
+    in_runs = col(table.run_id).in_(runs)
+    if len(runs) <= 1:
+        return in_runs
+    later = aliased(Judgement)
+    newer = (
+        select(later.id)
+        .where(
+            later.conversation_id == table.conversation_id,
+            later.dimension == table.dimension,
+            later.run_id > table.run_id,
+            col(later.run_id).in_(runs),
         )
-        .where(col(Judgement.run_id).in_(runs))
-        .group_by(col(Judgement.conversation_id), col(Judgement.dimension))
-        .subquery("latest")
+        .exists()
     )
+    return and_(in_runs, ~newer)
 
 
 def bucket_expression(session: Session, bucket: Bucket) -> Any:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from judge.errors import NotFoundError
 from judge.providers.base import GraderSpec, JudgeReply
 from judge.rubric import Rubric, load_rubric
-from judge.store.tables import Grader, Judgement, JudgementLabel, ProviderCall, RubricVersion, Run
+from judge.store.tables import Grader, Judgement, JudgementLabel, ProviderCall, RubricVersion, Run, utcnow
 from judge.verdict import DimensionVerdict
 
 
@@ -90,37 +91,48 @@ def record_call(
 
 
 def store_outcomes(session: Session, run_id: int, outcomes: Sequence[Outcome], call_id: int | None) -> None:
-    """Insert judgements and their label rows in the caller's transaction; the caller commits."""
-    judgements = [
-        Judgement(
-            run_id=run_id,
-            conversation_id=o.conversation_id,
-            dimension=o.dimension,
-            status="scored" if o.verdict is not None else "unscored",
-            reason=o.reason,
-            suggestion=o.verdict.suggestion if o.verdict else None,
-            truncated=o.truncated,
-            cache_hit=o.cache_hit,
-            call_id=call_id,
-        )
+    """Insert judgements and their label rows in the caller's transaction; the caller commits.
+
+    Core bulk inserts (one multi-row INSERT ... RETURNING per table) rather than ORM objects: a run
+    writes one judgement per conversation x dimension, and per-object bookkeeping dominated its time.
+    """
+    if not outcomes:
+        return
+    created = utcnow()
+    rows = [
+        {
+            "run_id": run_id,
+            "conversation_id": o.conversation_id,
+            "dimension": o.dimension,
+            "status": "scored" if o.verdict is not None else "unscored",
+            "reason": o.reason,
+            "suggestion": o.verdict.suggestion if o.verdict else None,
+            "truncated": o.truncated,
+            "cache_hit": o.cache_hit,
+            "call_id": call_id,
+            "created_at": created,
+        }
         for o in outcomes
     ]
-    session.add_all(judgements)
-    session.flush()
-    for judgement, outcome in zip(judgements, outcomes, strict=True):
-        assert judgement.id is not None
-        for item in outcome.verdict.labels if outcome.verdict else []:
-            session.add(
-                JudgementLabel(
-                    judgement_id=judgement.id,
-                    run_id=run_id,
-                    conversation_id=outcome.conversation_id,
-                    dimension=outcome.dimension,
-                    label=item.label,
-                    evidence=item.evidence,
-                    reason=item.reason,
-                )
-            )
+    judgement_table, label_table = Judgement.__table__, JudgementLabel.__table__  # type: ignore[attr-defined]
+    returned = session.execute(
+        insert(judgement_table).returning(judgement_table.c.id, sort_by_parameter_order=True), rows
+    ).scalars()
+    labels = [
+        {
+            "judgement_id": judgement_id,
+            "run_id": run_id,
+            "conversation_id": outcome.conversation_id,
+            "dimension": outcome.dimension,
+            "label": item.label,
+            "evidence": item.evidence,
+            "reason": item.reason,
+        }
+        for judgement_id, outcome in zip(returned, outcomes, strict=True)
+        for item in (outcome.verdict.labels if outcome.verdict else [])
+    ]
+    if labels:
+        session.execute(insert(label_table), labels)
 
 
 def judged_pairs(session: Session, run_id: int, conversation_ids: Sequence[int]) -> set[tuple[int, str]]:

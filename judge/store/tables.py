@@ -153,10 +153,11 @@ class Judgement(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("run_id", "conversation_id", "dimension"),
         Index("ix_judgement_run_dimension", "run_id", "dimension", "status"),
+        Index("ix_judgement_latest", "conversation_id", "dimension", "run_id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="run.id")
-    conversation_id: int = Field(foreign_key="conversation.id", index=True)
+    conversation_id: int = Field(foreign_key="conversation.id")
     dimension: str = Field(max_length=40)
     status: str = Field(max_length=20)
     reason: str | None = Field(default=None, sa_column=Column(Text))

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-03 13:57:52.963831
+Create Date: 2026-12-03 14:20:36.812864
 """
 from collections.abc import Sequence
 
@@ -171,7 +171,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('run_id', 'conversation_id', 'dimension')
     )
     with op.batch_alter_table('judgement', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_judgement_conversation_id'), ['conversation_id'], unique=False)
+        batch_op.create_index('ix_judgement_latest', ['conversation_id', 'dimension', 'run_id'], unique=False)
         batch_op.create_index('ix_judgement_run_dimension', ['run_id', 'dimension', 'status'], unique=False)
 
     op.create_table('judgement_label',
@@ -205,7 +205,7 @@ def downgrade() -> None:
     op.drop_table('judgement_label')
     with op.batch_alter_table('judgement', schema=None) as batch_op:
         batch_op.drop_index('ix_judgement_run_dimension')
-        batch_op.drop_index(batch_op.f('ix_judgement_conversation_id'))
+        batch_op.drop_index('ix_judgement_latest')
 
     op.drop_table('judgement')
     with op.batch_alter_table('signal', schema=None) as batch_op:
