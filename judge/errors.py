@@ -59,4 +59,12 @@ class ProviderError(JudgeError):
 
 
 class InvalidReplyError(ProviderError):
-    """The provider answered, but the answer does not fit the rubric's response model."""
+    """The provider answered, but the answer does not fit the rubric's response model.
+
+    ``reply`` carries what the failed exchange cost and said (a ``JudgeReply`` without verdicts), so the
+    runner can store the request, the raw reply and the usage of a call that failed.
+    """
+
+    def __init__(self, message: str, reply: object = None) -> None:
+        super().__init__(message)
+        self.reply = reply

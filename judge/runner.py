@@ -23,7 +23,7 @@ from judge.batching import Batch, PreparedConversation, pack, prepare
 from judge.cache import NoCache, VerdictCache, cache_key
 from judge.conversation import Conversation
 from judge.errors import InvalidReplyError, ProviderError
-from judge.providers.base import JudgeReply, JudgeRequest, Provider, Usage, create
+from judge.providers.base import JudgeReply, JudgeRequest, Provider, Usage, create, without_secrets
 from judge.rubric import Rubric, load_rubric
 from judge.signals import SignalHit, detect
 from judge.store.conversations import count_latest, ensure_project, iter_latest
@@ -187,7 +187,9 @@ class Runner:
             dimensions=self.dimensions,
             batch_size=self.batch_size,
             concurrency=self.options.concurrency,
-            options=self.options.model_dump(mode="json"),
+            options=self.options.model_copy(
+                update={"grader_options": without_secrets(self.options.grader_options)}
+            ).model_dump(mode="json"),
             total=min(total, self.options.limit or total),
         )
         self.session.add(run)
@@ -289,7 +291,10 @@ class Runner:
         try:
             reply = await self.provider.judge(request)
         except InvalidReplyError as error:
-            self._record_call(state, batch, None, str(error))
+            failed = error.reply if isinstance(error.reply, JudgeReply) else None
+            if failed is not None:
+                state.usage.add(failed.usage)
+            self._record_call(state, batch, failed, str(error))
             if len(batch.conversations) > 1:
                 first, second = batch.split()
                 await asyncio.gather(self._judge(state, first), self._judge(state, second))
@@ -307,7 +312,7 @@ class Runner:
     def _record_call(
         self, state: _Execution, batch: Batch, reply: JudgeReply | None, error: str | None
     ) -> int | None:
-        if reply is not None and reply.usage.calls == 0:
+        if reply is not None and reply.usage.calls == 0 and error is None:
             return None  # an in-process grader (local) makes no provider call worth a row
         call = record_call(
             self.session, state.run.id or 0, batch.dimensions, len(batch.conversations), reply, error

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from judge.batching import PreparedConversation
 from judge.errors import NotFoundError
@@ -22,8 +22,14 @@ from judge.signals import SignalHit
 from judge.verdict import ConversationVerdicts
 
 BUILTIN_MODULES = ("judge.providers.local", "judge.providers.litellm", "judge.providers.fake")
-UNFINGERPRINTED = frozenset({"api_base", "api_key", "timeout", "max_retries"})
+UNFINGERPRINTED = frozenset({"api_base", "timeout", "max_retries"})
 """Parameters that change where or how patiently we call, not what the grader answers."""
+SECRET_PARAMS = frozenset({"api_key", "aws_secret_access_key", "aws_session_token", "azure_ad_token"})
+"""Passed to the provider, never stored: not with the grader, not with a run's options."""
+
+
+def without_secrets(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k not in SECRET_PARAMS}
 
 
 class GraderSpec(BaseModel):
@@ -37,6 +43,11 @@ class GraderSpec(BaseModel):
     prompt_name: str
     prompt_version: int
     prompt_hash: str
+
+    @field_validator("params")
+    @classmethod
+    def _drop_secrets(cls, params: dict[str, Any]) -> dict[str, Any]:
+        return without_secrets(params)
 
     @property
     def fingerprint(self) -> str:

@@ -11,6 +11,8 @@ import time
 from functools import cache
 from typing import Any
 
+from pydantic import ValidationError
+
 from judge.errors import InvalidReplyError, ProviderError
 from judge.prompts import PromptTemplate, load_prompt
 from judge.providers.base import GraderSpec, JudgeReply, JudgeRequest, Usage, register
@@ -71,12 +73,16 @@ class LiteLLMProvider:
         return [{"role": m.role, "content": m.content} for m in rendered]
 
     async def judge(self, request: JudgeRequest) -> JudgeReply:
-        from instructor.core.exceptions import InstructorRetryException
+        from instructor.core.exceptions import IncompleteOutputException, InstructorRetryException
+        from instructor.core.hooks import Hooks
 
         messages = self.messages(request)
         counts = {c.id: len(c.conversation.messages) for c in request.conversations}
         model = response_model(request.rubric, list(request.dimensions), counts)
+        sent = {"model": self.spec.model, "messages": messages, "mode": self.mode}
         usage = Usage()
+        hooks = Hooks()
+        hooks.on("completion:response", lambda _response: setattr(usage, "calls", usage.calls + 1))
         started = time.perf_counter()
         try:
             async for attempt in retrying(self.attempts):
@@ -90,38 +96,55 @@ class LiteLLMProvider:
                             response_model=model,
                             max_retries=self.reasks,
                             num_retries=0,
+                            hooks=hooks,
                             **self.params,
                         )
+                    except IncompleteOutputException as error:
+                        _count_tokens(usage, getattr(error, "total_usage", None), started)
+                        raw = _raw(getattr(error, "last_completion", None))
+                        failed = JudgeReply(verdicts={}, usage=usage, request=sent, raw_reply=raw)
+                        raise InvalidReplyError("reply cut off at max_tokens", failed) from None
                     except InstructorRetryException as error:
                         cause = error.__cause__
                         if is_transient(cause) and cause is not None:
                             raise cause from None
-                        self._count(usage, getattr(error, "total_usage", None), started, error.n_attempts)
-                        raise InvalidReplyError(_describe(error)) from None
+                        _count_tokens(usage, getattr(error, "total_usage", None), started)
+                        raw = _raw(getattr(error, "last_completion", None))
+                        failed = JudgeReply(verdicts={}, usage=usage, request=sent, raw_reply=raw)
+                        raise InvalidReplyError(_describe(error), failed) from None
         except InvalidReplyError:
             raise
         except Exception as error:
             raise ProviderError(f"{type(error).__name__}: {error}") from None
-        self._count(usage, getattr(completion, "usage", None), started, 1)
+        _count_tokens(usage, getattr(completion, "usage", None), started)
         usage.cost_usd = _cost(completion)
         return JudgeReply(
             verdicts=normalise(parsed, list(request.dimensions)),
             usage=usage,
-            request={"model": self.spec.model, "messages": messages, "mode": self.mode},
-            raw_reply=completion.model_dump_json()
-            if hasattr(completion, "model_dump_json")
-            else str(completion),
+            request=sent,
+            raw_reply=_raw(completion),
         )
 
-    @staticmethod
-    def _count(usage: Usage, reported: Any, started: float, calls: int) -> None:
-        usage.calls += calls
-        usage.prompt_tokens += int(getattr(reported, "prompt_tokens", 0) or 0)
-        usage.completion_tokens += int(getattr(reported, "completion_tokens", 0) or 0)
-        usage.latency_s = time.perf_counter() - started
+
+def _count_tokens(usage: Usage, reported: Any, started: float) -> None:
+    """Add the tokens instructor summed over every attempt (re-asks included)."""
+    usage.prompt_tokens += int(getattr(reported, "prompt_tokens", 0) or 0)
+    usage.completion_tokens += int(getattr(reported, "completion_tokens", 0) or 0)
+    usage.latency_s = time.perf_counter() - started
+
+
+def _raw(completion: Any) -> str | None:
+    if completion is None:
+        return None
+    return completion.model_dump_json() if hasattr(completion, "model_dump_json") else str(completion)
 
 
 def _describe(error: Any) -> str:
-    text = str(error).strip().splitlines()
-    detail = text[-1] if text else "no detail"
+    """Why the last attempt failed, field by field: what a reviewer of an unscored judgement needs."""
+    attempts = getattr(error, "failed_attempts", None) or []
+    last = attempts[-1].exception if attempts else (error.__cause__ or error)
+    if isinstance(last, ValidationError):
+        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'reply'}: {e['msg']}" for e in last.errors())
+    else:
+        detail = " ".join(str(last).split())
     return f"reply failed validation after {error.n_attempts} attempt(s): {detail[:300]}"
