@@ -1,9 +1,12 @@
 """Deterministic implicit-feedback signals, computed for every conversation whatever the grader.
 
 They are cheap, explainable and never hallucinate, so they are stored beside the grader's labels:
-- ``rephrase_retry``: a user turn that closely repeats the previous user turn (the answer missed it);
+- ``rephrase_retry``: a user turn that closely repeats the previous user turn, or that tries the same
+  request again right after the assistant failed (an error, an empty reply, "I can't", "I don't
+  understand") or with a correction ("I said", "again"); the answer missed it;
 - ``repeated_question``: the same question asked again anywhere later in the conversation;
-- ``abandonment``: the user gives up ("forget it", "I'll call instead") or leaves right after a retry;
+- ``abandonment``: the user gives up ("forget it", "I'll call instead"), leaves right after a retry, or
+  has the last word right after the assistant failed, without thanking it;
 - ``insult``: insults or profanity from a multilingual lexicon.
 """
 
@@ -11,9 +14,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable
 from difflib import SequenceMatcher
-from functools import cache
+from functools import cache, lru_cache
 from itertools import pairwise
 
 import yaml
@@ -26,6 +30,8 @@ from judge.rubric import Signal
 REPHRASE_SIMILARITY = 0.72
 REPEAT_SIMILARITY = 0.85
 MIN_WORDS = 3
+CONTENT_WORD = 4
+"""Words at least this long count as content when a retry is checked for asking about the same thing."""
 
 
 class SignalHit(BaseModel):
@@ -43,45 +49,117 @@ def _lexicon(name: str) -> re.Pattern[str]:
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
 
 
+@cache
+def _word_list(name: str) -> frozenset[str]:
+    words: list[str] = yaml.safe_load((PACKAGE_DIR / "data" / "lexicons.yaml").read_text("utf-8"))[name]
+    return frozenset(_comparable(w) for w in words)
+
+
+_SPACES = re.compile(r"\s+")
+_PUNCTUATION = re.compile(r"[^\w\s]")
+
+
+@lru_cache(maxsize=8192)
 def _normalise(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).lower().replace("’", "'")
-    return re.sub(r"\s+", " ", text).strip()
+    return _SPACES.sub(" ", text).strip()
 
 
 def _comparable(text: str) -> str:
-    return re.sub(r"[^\w\s]", "", _normalise(text))
+    return _PUNCTUATION.sub("", _normalise(text))
 
 
 def similarity(a: str, b: str) -> float:
     return SequenceMatcher(None, _comparable(a), _comparable(b), autojunk=False).ratio()
 
 
+def _at_least(a: str, b: str, threshold: float) -> float | None:
+    """``similarity`` of two comparable texts if it reaches ``threshold``, else None. Upper bounds of
+    difflib's ratio (from the lengths, the letters shared, the longest common subsequence) reject most
+    pairs before the quadratic matcher runs: the answer is the same, only faster."""
+    total = len(a) + len(b)
+    if not total or 2 * min(len(a), len(b)) < threshold * total:
+        return None
+    if 2 * (_letters(a) & _letters(b)).total() < threshold * total:
+        return None
+    if 2 * _common_subsequence(a, b) < threshold * total:
+        return None
+    score = SequenceMatcher(None, a, b, autojunk=False).ratio()
+    return score if score >= threshold else None
+
+
+def _common_subsequence(a: str, b: str) -> int:
+    """Length of the longest common subsequence (bit-parallel, Hyyrö 2004): difflib's matching blocks
+    form a common subsequence, so this bounds its ratio far more tightly than shared letters do."""
+    masks: dict[str, int] = {}
+    for position, letter in enumerate(a):
+        masks[letter] = masks.get(letter, 0) | (1 << position)
+    full = (1 << len(a)) - 1
+    row = full
+    for letter in b:
+        matched = row & masks.get(letter, 0)
+        row = ((row + matched) | (row - matched)) & full
+    return len(a) - row.bit_count()
+
+
+@lru_cache(maxsize=4096)
+def _letters(text: str) -> Counter[str]:
+    return Counter(text)
+
+
+def _content(comparable: str) -> set[str]:
+    """The words of a comparable text that say what it is about."""
+    common = _word_list("stopwords")
+    return {word for word in comparable.split() if len(word) >= CONTENT_WORD and word not in common}
+
+
 def _user_turns(conversation: Conversation) -> list[tuple[int, str]]:
     return [(i, m.content) for i, m in enumerate(conversation.messages) if m.role is Role.user]
 
 
-def _rephrases(turns: list[tuple[int, str]]) -> Iterable[tuple[int, int, float]]:
-    for (i, a), (j, b) in pairwise(turns):
-        if len(_comparable(b).split()) >= MIN_WORDS:
-            score = similarity(a, b)
-            if score >= REPHRASE_SIMILARITY:
+def _failed(text: str) -> bool:
+    """The assistant message shows that it failed: empty, an error, a refusal or not understanding."""
+    return not text.strip() or bool(_lexicon("bot_failure").search(_normalise(text)))
+
+
+def _rephrases(conversation: Conversation, turns: list[tuple[int, str]]) -> Iterable[tuple[int, int, float]]:
+    comparable = [(i, _comparable(t)) for i, t in turns]
+    asked: set[str] = set()
+    for (i, a), (j, b) in pairwise(comparable):
+        asked |= _content(a)
+        if len(b.split()) >= MIN_WORDS:
+            score = _at_least(a, b, REPHRASE_SIMILARITY)
+            if score is not None:
                 yield i, j, score
+                continue
+        if _content(b) & asked and _retrying(conversation, j):
+            yield i, j, REPHRASE_SIMILARITY
+
+
+def _retrying(conversation: Conversation, j: int) -> bool:
+    """User turn ``j`` comes right after a failed answer or corrects the assistant: a second try."""
+    previous = conversation.messages[j - 1] if j > 0 else None
+    if previous is not None and previous.role is Role.assistant and _failed(previous.content):
+        return True
+    return bool(_lexicon("correction").search(_normalise(conversation.messages[j].content)))
 
 
 def _repeated_questions(turns: list[tuple[int, str]]) -> Iterable[tuple[int, int, float]]:
-    questions = [(i, t) for i, t in turns if "?" in t and len(_comparable(t).split()) >= MIN_WORDS]
+    questions = [(i, _comparable(t)) for i, t in turns if "?" in t]
+    questions = [(i, t) for i, t in questions if len(t.split()) >= MIN_WORDS]
     for n, (i, a) in enumerate(questions):
         for j, b in questions[n + 1 :]:
-            score = similarity(a, b)
-            if score >= REPEAT_SIMILARITY and j - i > 2:
-                yield i, j, score
+            if j - i > 2:
+                score = _at_least(a, b, REPEAT_SIMILARITY)
+                if score is not None:
+                    yield i, j, score
 
 
 def detect(conversation: Conversation) -> list[SignalHit]:
     """All signals present in ``conversation``; an absent signal is simply not listed."""
     turns = _user_turns(conversation)
     hits: list[SignalHit] = []
-    rephrases = list(_rephrases(turns))
+    rephrases = list(_rephrases(conversation, turns))
     if rephrases:
         hits.append(_hit(Signal.rephrase_retry, rephrases))
     repeats = list(_repeated_questions(turns))
@@ -109,8 +187,13 @@ def _abandonment(conversation: Conversation, turns: list[tuple[int, str]], retri
     normalised = _normalise(last_text)
     if _lexicon("give_up").search(normalised):
         return last_index
-    thanked = _lexicon("thanks").search(normalised)
-    ends_on_user = last_index == len(conversation.messages) - 1
-    if last_index in retries and not thanked and not ends_on_user:
+    if _lexicon("thanks").search(normalised):
+        return None
+    messages = conversation.messages
+    ends_on_user = last_index == len(messages) - 1
+    if last_index in retries and not ends_on_user:
+        return last_index
+    answers = [m for m in messages[:last_index] if m.role is Role.assistant]
+    if ends_on_user and answers and _failed(answers[-1].content) and len(turns) > 1:
         return last_index
     return None
