@@ -39,6 +39,7 @@ class Signal(StrEnum):
     repeated_question = "repeated_question"
     abandonment = "abandonment"
     insult = "insult"
+    gratitude = "gratitude"
 
 
 class Strict(BaseModel):
@@ -83,8 +84,13 @@ class Dimension(Strict):
             raise ValueError(f"duplicate label ids: {', '.join(duplicates)}")
         if self.local.default is not None and self.local.default not in ids:
             raise ValueError(f"local.default {self.local.default!r} is not a label; valid: {', '.join(ids)}")
-        if self.local.method == "sentiment" and not {"negative", "neutral", "positive"} <= set(ids):
-            raise ValueError("local.method 'sentiment' needs the labels negative, neutral and positive")
+        if self.local.method == "sentiment" and not (
+            {"negative", "neutral", "positive"} <= set(ids) or len(ids) == 3
+        ):
+            raise ValueError(
+                "local.method 'sentiment' needs the labels negative, neutral and positive, "
+                "or exactly three labels ordered from negative to positive"
+            )
         return self
 
     @property

@@ -171,6 +171,9 @@ def detect(conversation: Conversation) -> list[SignalHit]:
     abandoned = _abandonment(conversation, turns, {j for _, j, _ in rephrases})
     if abandoned is not None:
         hits.append(SignalHit(signal=Signal.abandonment, evidence=[abandoned], score=1.0))
+    thanks = [i for i, text in turns if _lexicon("thanks").search(_normalise(text))]
+    if thanks:
+        hits.append(SignalHit(signal=Signal.gratitude, evidence=thanks, score=1.0))
     return hits
 
 

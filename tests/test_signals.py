@@ -128,13 +128,26 @@ def test_thanking_after_an_answer_is_not_abandonment():
     assert "abandonment" not in found
 
 
-def test_a_polite_conversation_has_no_signals():
+def test_a_polite_conversation_has_only_gratitude():
     conversation = chat(
         ("user", "hi, where is my order NW-48213?"),
         ("assistant", "It shipped on Oct 31 and arrives Thursday."),
         ("user", "great, thank you"),
     )
-    assert detect(conversation) == []
+    assert [(hit.signal.value, hit.evidence) for hit in detect(conversation)] == [("gratitude", [2])]
+
+
+def test_thanks_in_other_languages_is_gratitude():
+    for thanks in (
+        "vielen Dank!",
+        "merci beaucoup",
+        "muchas gracias",
+        "obrigada",
+        "grazie mille",
+        "dankjewel",
+    ):
+        conversation = chat(("user", "ma commande?"), ("assistant", "Elle arrive demain."), ("user", thanks))
+        assert [hit.signal.value for hit in detect(conversation)] == ["gratitude"], thanks
 
 
 def test_the_fast_bounds_never_change_the_similarity_decision():
