@@ -69,18 +69,17 @@ def analytics(console: Console, summaries: list[DimensionSummary], top: int = 8)
 
 
 def failures(console: Console, topics: list[TopicFailures], top: int = 10) -> None:
-    table = Table(title="Failure intelligence: topics ranked by volume x failure rate", title_justify="left")
-    for name, justify in (
-        ("topic", "left"),
-        ("conv.", "right"),
-        ("failed", "right"),
-        ("rate", "right"),
-        ("top causes", "left"),
-        ("risks", "left"),
-        ("languages", "left"),
-        ("examples", "left"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table = Table(
+        title="Failure intelligence: topics ranked by volume x failure rate",
+        caption="failed = given a failure cause or negative implicit feedback; "
+        "example conversations: GET /v1/analytics/failures",
+        title_justify="left",
+    )
+    table.add_column("topic", no_wrap=True)
+    for name in ("conv.", "failed", "rate"):
+        table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
+    for name in ("causes", "risks", "languages"):
+        table.add_column(name, no_wrap=True, overflow="ellipsis")
     for topic in topics[:top]:
         table.add_row(
             topic.topic,
@@ -90,11 +89,10 @@ def failures(console: Console, topics: list[TopicFailures], top: int = 10) -> No
             _top(topic.causes),
             _top(topic.risks),
             _top(topic.languages),
-            ", ".join(topic.examples),
         )
     console.print(table)
 
 
 def _top(counts: dict[str, int], n: int = 3) -> str:
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
-    return ", ".join(f"{k} {v}" for k, v in ranked) or "-"
+    return "\n".join(f"{k} {v}" for k, v in ranked) or "-"
