@@ -10,7 +10,7 @@ from fastapi import FastAPI
 import judge
 from api import problems
 from api.limits import BodySizeLimit
-from api.routers import analytics, catalog, conversations, runs
+from api.routers import analytics, catalog, conversations, gold, runs
 from api.settings import Settings
 from judge.background import RunManager
 from judge.store.db import engine
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runs = RunManager(settings.database_url, settings.cache_dir)
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for module in (conversations, runs, analytics, catalog):
+    for module in (conversations, runs, analytics, catalog, gold):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the server is up and its database answers")

@@ -21,7 +21,12 @@ from judge.rubric import Rubric
 from judge.signals import SignalHit
 from judge.verdict import ConversationVerdicts
 
-BUILTIN_MODULES = ("judge.providers.local", "judge.providers.litellm", "judge.providers.fake")
+BUILTIN_MODULES = (
+    "judge.providers.local",
+    "judge.providers.litellm",
+    "judge.providers.fake",
+    "judge.providers.signals_only",
+)
 UNFINGERPRINTED = frozenset({"api_base", "timeout", "max_retries"})
 """Parameters that change where or how patiently we call, not what the grader answers."""
 SECRET_PARAMS = frozenset({"api_key", "aws_secret_access_key", "aws_session_token", "azure_ad_token"})
