@@ -35,8 +35,10 @@ cassettes: $(STAMP)
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install --quiet -e '.[record]'
 	$(BIN)/python scripts/record_cassettes.py
 
+# The quick benchmark scenarios (a few minutes): prints the table and writes bench/results/quick.md.
+# `$(BIN)/python bench/run.py --full` adds 100,000 streamed conversations; bench/crash.py kills runs.
 bench: $(STAMP)
-	$(BIN)/python bench/gold_uss.py
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) .judge-cache judge.db .mypy_cache .ruff_cache .pytest_cache .coverage

@@ -28,7 +28,7 @@ def encoding() -> tiktoken.Encoding:
 
 
 def count_tokens(text: str) -> int:
-    return len(encoding().encode(text, disallowed_special=()))
+    return len(encoding().encode_ordinary(text))
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,9 @@ class PreparedConversation:
 
 
 def _clip(text: str, limit: int) -> tuple[str, int]:
-    tokens = encoding().encode(text, disallowed_special=())
+    """``encode_ordinary`` is ``encode(disallowed_special=())`` (special tokens read as plain text)
+    without the scan for special tokens."""
+    tokens = encoding().encode_ordinary(text)
     if len(tokens) <= limit:
         return text, len(tokens)
     half = limit // 2
@@ -97,6 +99,13 @@ def prepare(conversation: Conversation, max_tokens: int) -> PreparedConversation
     return PreparedConversation(conversation, kept, used, True)
 
 
+def whole(conversation: Conversation) -> PreparedConversation:
+    """``conversation`` as it is, for a grader with no context window (``local``): nothing to count,
+    nothing to cut."""
+    messages = [PromptMessage(i, m.role.value, m.content) for i, m in enumerate(conversation.messages)]
+    return PreparedConversation(conversation, messages, 0, False)
+
+
 @dataclass
 class Batch:
     """Conversations judged together in one call, all on the same dimensions."""
@@ -116,20 +125,41 @@ class Batch:
         )
 
 
-def pack(
-    items: Iterable[tuple[PreparedConversation, tuple[str, ...]]], batch_size: int, token_budget: int
-) -> Iterator[Batch]:
-    """Greedily pack conversations that need the same dimensions into batches of at most ``batch_size``
-    conversations and ``token_budget`` conversation tokens; a batch is yielded as soon as it is full."""
-    open_batches: dict[tuple[str, ...], Batch] = {}
-    for prepared, dimensions in items:
-        batch = open_batches.get(dimensions)
-        if batch is not None and batch.tokens + prepared.tokens > token_budget:
-            yield open_batches.pop(dimensions)
-            batch = None
-        if batch is None:
-            batch = open_batches[dimensions] = Batch(dimensions)
+class Packer:
+    """Greedily packs conversations that need the same dimensions into batches of at most ``batch_size``
+    conversations and ``token_budget`` conversation tokens (no token limit when it is None)."""
+
+    def __init__(self, batch_size: int, token_budget: int | None) -> None:
+        self.batch_size = batch_size
+        self.token_budget = token_budget
+        self._open: dict[tuple[str, ...], tuple[Batch, list[int]]] = {}
+
+    def add(self, prepared: PreparedConversation, dimensions: tuple[str, ...]) -> Iterator[Batch]:
+        """Add a conversation; yields the batches this fills (at most two)."""
+        entry = self._open.get(dimensions)
+        budget = self.token_budget
+        if entry is not None and budget is not None and entry[1][0] + prepared.tokens > budget:
+            yield self._open.pop(dimensions)[0]
+            entry = None
+        if entry is None:
+            entry = self._open[dimensions] = (Batch(dimensions), [0])
+        batch, tokens = entry
         batch.conversations.append(prepared)
-        if len(batch.conversations) >= batch_size:
-            yield open_batches.pop(dimensions)
-    yield from open_batches.values()
+        tokens[0] += prepared.tokens
+        if len(batch.conversations) >= self.batch_size:
+            yield self._open.pop(dimensions)[0]
+
+    def flush(self) -> Iterator[Batch]:
+        """The batches still open, each with fewer conversations than a full one."""
+        while self._open:
+            yield self._open.pop(next(iter(self._open)))[0]
+
+
+def pack(
+    items: Iterable[tuple[PreparedConversation, tuple[str, ...]]], batch_size: int, token_budget: int | None
+) -> Iterator[Batch]:
+    """Pack ``items`` (see ``Packer``); a batch is yielded as soon as it is full."""
+    packer = Packer(batch_size, token_budget)
+    for prepared, dimensions in items:
+        yield from packer.add(prepared, dimensions)
+    yield from packer.flush()

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from judge import analytics, report
+from judge.cli_compare import compare, gold_app
 from judge.conversation import Conversation, LineError, read_jsonl
 from judge.errors import InputError, JudgeError
 from judge.resources import SAMPLE_CONVERSATIONS
@@ -34,6 +35,8 @@ rubric_app = typer.Typer(help="Inspect and validate rubrics.", no_args_is_help=T
 app.add_typer(rubric_app, name="rubric")
 project_app = typer.Typer(help="Projects and their API keys.", no_args_is_help=True)
 app.add_typer(project_app, name="project")
+app.add_typer(gold_app, name="gold")
+app.command("compare")(compare)
 console = Console()
 errors = Console(stderr=True)
 
@@ -116,10 +119,20 @@ def run(
     param: Annotated[list[str] | None, typer.Option(help="Grader parameter KEY=VALUE (JSON value).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore and do not fill the cache.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    resume: Annotated[
+        int | None, typer.Option("--resume", help="Continue interrupted run RUN_ID; its own options apply.")
+    ] = None,
     db: Db = None,
     project: ProjectName = "default",
 ) -> None:
     """Judge the stored conversations with a grader and a rubric, then print the run summary."""
+    if resume is not None:
+        try:
+            summary = _resume(resume, db, project, use_cache=not no_cache, show_progress=not as_json)
+        except JudgeError as error:
+            raise _fail(error) from None
+        _print_summary(summary, as_json)
+        return
     try:
         grader_options = _parse_params(param or [])
         if api_base:
@@ -137,12 +150,35 @@ def run(
         summary = _execute(options, db, use_cache=not no_cache, show_progress=not as_json)
     except JudgeError as error:
         raise _fail(error) from None
+    _print_summary(summary, as_json)
+
+
+def _print_summary(summary: RunSummary, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(summary.model_dump_json(indent=2) + "\n")
     else:
         report.run_summary(console, summary)
     if summary.unscored:
         raise typer.Exit(1)
+
+
+def _resume(
+    run_id: int, db: str | None, project: str, use_cache: bool = True, show_progress: bool = True
+) -> RunSummary:
+    """Continue run ``run_id`` (interrupted, cancelled, failed or killed): only what it has not stored
+    is judged, with the options and rubric version it started with."""
+    with session(db) as opened:
+        found = opened.get(Run, run_id)
+        project_id = ensure_project(opened, project).id
+        if found is None or found.project_id != project_id:
+            raise InputError(f"no run {run_id} in project {project!r}")
+        if found.status == "completed":
+            raise InputError(f"run {run_id} is completed; nothing to resume")
+        runner = Runner.resume(opened, found, cache=open_cache(use_cache))
+        columns = (TextColumn("[bold]resuming"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True, disable=not show_progress) as bar:
+            task = bar.add_task("resuming", total=found.total, completed=found.conversations)
+            return asyncio.run(runner.execute(found, lambda n: bar.advance(task, n)))
 
 
 def _execute(

@@ -1,7 +1,10 @@
-"""A run: select -> signals -> cache -> batch -> call -> validate -> store, with bounded concurrency.
+"""A run: select -> cache -> batch -> call -> validate -> store, with bounded concurrency.
 
-Conversations stream from the database in chunks; cache hits are stored at once; misses are packed into
-batches (K conversations x the dimensions still to judge) and sent by at most ``concurrency`` workers.
+Conversations stream from the database in chunks of ids and content hashes. The cache is asked about a
+whole chunk at once and its hits are stored at once, without reading the conversations. Only the misses
+are loaded (messages, and the signals stored at ingestion when the grader uses them), prepared (token
+counted and truncated when the grader has a context window) and packed into batches (K conversations x
+the dimensions still to judge), which at most ``concurrency`` workers send.
 A batch whose reply stays invalid after the provider's re-asks is split in two and retried, down to
 single conversations; what still fails is stored as *unscored* with its reason, never given a label.
 Every stored outcome is committed with the run's progress counters, so a run killed at any point can be
@@ -12,33 +15,35 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, Field
+from sqlalchemy import Engine
 from sqlmodel import Session
 
-from judge.batching import Batch, PreparedConversation, pack, prepare
-from judge.cache import NoCache, VerdictCache, cache_key
+from judge.batching import Batch, Packer, PreparedConversation, prepare, whole
+from judge.cache import Cached, NoCache, VerdictCache, cache_key
 from judge.conversation import Conversation
 from judge.errors import InvalidReplyError, ProviderError
 from judge.providers.base import JudgeReply, JudgeRequest, Provider, Usage, create, without_secrets
 from judge.rubric import Rubric, load_rubric
-from judge.signals import SignalHit, detect
-from judge.store.conversations import count_latest, ensure_project, iter_latest
-from judge.store.judgements import (
-    Outcome,
-    ensure_grader,
-    ensure_rubric_version,
-    judged_pairs,
-    record_call,
-    store_outcomes,
+from judge.signals import SignalHit
+from judge.store.conversations import (
+    Selected,
+    count_latest,
+    ensure_project,
+    load_conversations,
+    load_signals,
+    select_latest,
 )
+from judge.store.judgements import Outcome, call_row, ensure_grader, ensure_rubric_version, judged_pairs
 from judge.store.tables import RubricVersion, Run, utcnow
-from judge.verdict import DimensionVerdict
+from judge.store.writer import Job, Writer
 
-CHUNK = 500
+CHUNK = 1000
+"""Conversations selected, looked up in the cache and committed (for the hits) at a time."""
 
 
 class RunOptions(BaseModel):
@@ -85,7 +90,6 @@ class _Pending:
     """A conversation waiting on a batch, with what is needed to store its verdicts."""
 
     record_id: int
-    prepared: PreparedConversation
     signals: list[SignalHit]
     keys: dict[str, str]
 
@@ -100,6 +104,8 @@ class _Execution:
     usage: Usage = field(default_factory=Usage)
     pending: dict[str, _Pending] = field(default_factory=dict)
     done: int = 0
+    resumed: bool = False
+    """The run had stored outcomes before this execution: skip what it stored."""
 
     def count(self, outcomes: list[Outcome]) -> None:
         s = self.summary
@@ -118,6 +124,7 @@ class _Execution:
         """Start from what the run already counted, so a resumed run's totals stay whole."""
         s, run = self.summary, self.run
         s.judgements, s.cache_hits, s.unscored = run.judged, run.cache_hits, run.unscored
+        self.resumed = run.judged > 0
         self.usage = Usage(
             calls=run.calls,
             prompt_tokens=run.prompt_tokens,
@@ -127,21 +134,31 @@ class _Execution:
         )
 
     def finished(self, conversations: int) -> None:
-        self.done += conversations
-        self.notify(conversations)
+        """Count conversations whose every outcome is about to be committed (before the commit, so the
+        stored progress always matches the stored outcomes)."""
+        if conversations:
+            self.done += conversations
+            self.notify(conversations)
+
+    def counters(self) -> dict[str, Any]:
+        """The run row's counters now, to be committed with the outcomes they count."""
+        s, usage = self.summary, self.usage
+        return {
+            "conversations": self.done,
+            "judged": s.judgements,
+            "cache_hits": s.cache_hits,
+            "unscored": s.unscored,
+            "calls": usage.calls,
+            "retries": usage.retries,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "cost_usd": round(usage.cost_usd, 6),
+        }
 
     def checkpoint(self) -> None:
-        """Copy the counters onto the run row, to be committed with the outcomes they count."""
-        s, run = self.summary, self.run
-        run.conversations, run.judged, run.cache_hits, run.unscored = (
-            self.done,
-            s.judgements,
-            s.cache_hits,
-            s.unscored,
-        )
-        run.calls, run.retries = self.usage.calls, self.usage.retries
-        run.prompt_tokens, run.completion_tokens = self.usage.prompt_tokens, self.usage.completion_tokens
-        run.cost_usd = round(self.usage.cost_usd, 6)
+        """Copy the counters onto the run row object."""
+        for name, value in self.counters().items():
+            setattr(self.run, name, value)
 
 
 class Runner:
@@ -163,6 +180,21 @@ class Runner:
         self.provider = provider or create(options.grader, **options.grader_options)
         self.batch_size = options.batch_size or int(getattr(self.provider, "default_batch_size", 10))
         self._dimension_hashes = {d: self.rubric.dimension(d).content_hash() for d in self.dimensions}
+        self._writer: Writer | None = None
+        self.storage_cpu_s = 0.0
+        """CPU seconds the last ``execute`` spent storing results (the writer's thread)."""
+
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether the grader has a context window: conversations are then token counted, truncated to
+        ``max_conversation_tokens`` and packed under ``token_budget``. Graders say so with a
+        ``counts_tokens`` attribute; one that does not is assumed to need it."""
+        return bool(getattr(self.provider, "counts_tokens", True))
+
+    @property
+    def uses_signals(self) -> bool:
+        """Whether the grader reads the deterministic signals (``uses_signals``, assumed when absent)."""
+        return bool(getattr(self.provider, "uses_signals", True))
 
     @classmethod
     def resume(cls, session: Session, run: Run, cache: VerdictCache | None = None) -> Runner:
@@ -209,16 +241,21 @@ class Runner:
         state = _Execution(run, summary, progress or (lambda _n: None), done=run.conversations)
         state.resume_counters()
         run.status, run.error, run.finished_at = "running", None, None
+        self.session.add(run)
+        self.session.commit()
+        engine = self.session.get_bind()
+        assert isinstance(engine, Engine)
+        threaded = not (engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"))
+        self._writer = Writer(engine, run.id, self.cache, threaded=threaded)
         queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self.options.concurrency * 2)
 
         async def worker() -> None:
             while (batch := await queue.get()) is not None:
                 await self._judge(state, batch)
-                state.finished(len(batch.conversations))
 
         workers = [asyncio.create_task(worker()) for _ in range(self.options.concurrency)]
         try:
-            for batch in pack(self._misses(state), self.batch_size, self.options.token_budget):
+            async for batch in self._batches(state):
                 await queue.put(batch)
             for _ in workers:
                 await queue.put(None)
@@ -233,56 +270,82 @@ class Runner:
             raise
         return self._finish(state, "completed", started)
 
-    def _misses(self, state: _Execution) -> Iterator[tuple[PreparedConversation, tuple[str, ...]]]:
-        """Walk the selection: store cache hits; yield each conversation with the dimensions it needs."""
-        chunk: list[tuple[int, Conversation]] = []
-        selection = iter_latest(
-            self.session, state.run.project_id, self.options.ids, self.options.limit, CHUNK
-        )
-        for record, conversation in selection:
-            chunk.append((record.id or 0, conversation))
-            if len(chunk) >= CHUNK:
-                yield from self._walk_chunk(state, chunk)
-                chunk = []
-        yield from self._walk_chunk(state, chunk)
+    def _submit(self, state: _Execution, job: Job) -> None:
+        assert self._writer is not None
+        self._writer.submit(job)
+
+    async def _batches(self, state: _Execution) -> AsyncIterator[Batch]:
+        """Batches of the misses, chunk after chunk of the selection; between chunks the workers get the
+        event loop to store what came back."""
+        budget = self.options.token_budget if self.counts_tokens else None
+        packer = Packer(self.batch_size, budget)
+        options = self.options
+        selection = select_latest(self.session, state.run.project_id, options.ids, options.limit, CHUNK)
+        for rows in selection:
+            for prepared, needed in self._walk_chunk(state, rows):
+                for batch in packer.add(prepared, needed):
+                    yield batch
+            self.session.commit()  # end the read transaction: SQLite's WAL cannot be checkpointed past it
+            await asyncio.sleep(0)
+        for batch in packer.flush():
+            yield batch
+
+    def _prepare(self, conversation: Conversation) -> PreparedConversation:
+        if not self.counts_tokens:
+            return whole(conversation)
+        return prepare(conversation, self.options.max_conversation_tokens)
 
     def _walk_chunk(
-        self, state: _Execution, chunk: list[tuple[int, Conversation]]
+        self, state: _Execution, rows: list[Selected]
     ) -> Iterator[tuple[PreparedConversation, tuple[str, ...]]]:
-        if not chunk:
-            return
+        """Store the chunk's cache hits (one lookup, one commit); yield each miss, prepared, with the
+        dimensions it still needs."""
         run_id = state.run.id or 0
         fingerprint = self.provider.spec.fingerprint
-        done = judged_pairs(self.session, run_id, [record_id for record_id, _ in chunk])
-        hits: list[Outcome] = []
+        done = judged_pairs(self.session, run_id, [row.id for row in rows]) if state.resumed else set()
+        wanted: list[tuple[Selected, dict[str, str]]] = []
+        for row in rows:
+            keys = {
+                d: cache_key(fingerprint, self._dimension_hashes[d], row.content_hash)
+                for d in self.dimensions
+                if (row.id, d) not in done
+            }
+            if keys:  # else finished by an earlier execution of this run
+                wanted.append((row, keys))
+        found = self.cache.get_many([key for _, keys in wanted for key in keys.values()])
+        misses: list[tuple[Selected, dict[str, str], tuple[str, ...]]] = []
+        hits: list[tuple[Selected, str, Cached]] = []
         complete = 0
-        for record_id, conversation in chunk:
-            prepared = prepare(conversation, self.options.max_conversation_tokens)
-            content = conversation.content_hash()
-            keys = {d: cache_key(fingerprint, self._dimension_hashes[d], content) for d in self.dimensions}
-            needed: list[str] = []
-            if all((record_id, d) in done for d in self.dimensions):
-                continue  # finished by an earlier execution of this run
-            for dimension in self.dimensions:
-                if (record_id, dimension) in done:
-                    continue
-                cached = self.cache.get(keys[dimension])
-                if cached is None:
-                    needed.append(dimension)
-                else:
-                    hits.append(
-                        Outcome(record_id, dimension, cached, truncated=prepared.truncated, cache_hit=True)
-                    )
+        for row, keys in wanted:
+            needed = tuple(d for d, key in keys.items() if key not in found)
+            hits.extend((row, d, found[key]) for d, key in keys.items() if key in found)
             if needed:
-                state.pending[conversation.id] = _Pending(record_id, prepared, detect(conversation), keys)
-                yield prepared, tuple(needed)
+                misses.append((row, keys, needed))
             else:
                 complete += 1
-        state.summary.conversations += len(chunk)
+        unknown = {row.id for row, _d, cached in hits if cached.truncated is None}
+        conversations = load_conversations(self.session, [row.id for row, _k, _n in misses] + sorted(unknown))
+        truncated = {record_id: self._prepare(conversations[record_id]).truncated for record_id in unknown}
+        outcomes = [
+            Outcome(
+                row.id,
+                dimension,
+                cached.verdict,
+                truncated=truncated[row.id] if cached.truncated is None else cached.truncated,
+                cache_hit=True,
+            )
+            for row, dimension, cached in hits
+        ]
+        state.summary.conversations += len(rows)
         state.finished(complete)
-        state.count(hits)
-        store_outcomes(self.session, run_id, hits, call_id=None)
-        self._commit(state)
+        state.count(outcomes)
+        if outcomes or complete:
+            self._submit(state, Job(outcomes, state.counters()))
+        signals = load_signals(self.session, [row.id for row, _k, _n in misses]) if self.uses_signals else {}
+        for row, keys, needed in misses:
+            conversation = conversations[row.id]
+            state.pending[conversation.id] = _Pending(row.id, signals.get(row.id, []), keys)
+            yield self._prepare(conversation), needed
 
     async def _judge(self, state: _Execution, batch: Batch) -> None:
         """Judge a batch; on an invalid reply split it, down to single conversations, then give up."""
@@ -294,30 +357,28 @@ class Runner:
             failed = error.reply if isinstance(error.reply, JudgeReply) else None
             if failed is not None:
                 state.usage.add(failed.usage)
-            self._record_call(state, batch, failed, str(error))
+            call = self._call(state, batch, failed, str(error))
             if len(batch.conversations) > 1:
+                self._submit(state, Job([], state.counters(), call))
                 first, second = batch.split()
                 await asyncio.gather(self._judge(state, first), self._judge(state, second))
             else:
-                self._store_batch(state, batch, None, f"invalid reply: {error}", None)
+                self._store_batch(state, batch, None, f"invalid reply: {error}", call, link=False)
             return
         except ProviderError as error:
-            call_id = self._record_call(state, batch, None, str(error))
-            self._store_batch(state, batch, None, f"provider error: {error}", call_id)
+            call = self._call(state, batch, None, str(error))
+            self._store_batch(state, batch, None, f"provider error: {error}", call)
             return
         state.usage.add(reply.usage)
-        call_id = self._record_call(state, batch, reply, None)
-        self._store_batch(state, batch, reply, None, call_id)
+        self._store_batch(state, batch, reply, None, self._call(state, batch, reply, None))
 
-    def _record_call(
+    def _call(
         self, state: _Execution, batch: Batch, reply: JudgeReply | None, error: str | None
-    ) -> int | None:
+    ) -> dict[str, Any] | None:
+        """The provider call row of a batch; none for an in-process grader (local), which makes no call."""
         if reply is not None and reply.usage.calls == 0 and error is None:
-            return None  # an in-process grader (local) makes no provider call worth a row
-        call = record_call(
-            self.session, state.run.id or 0, batch.dimensions, len(batch.conversations), reply, error
-        )
-        return call.id
+            return None
+        return call_row(state.run.id or 0, batch.dimensions, len(batch.conversations), reply, error)
 
     def _store_batch(
         self,
@@ -325,10 +386,14 @@ class Runner:
         batch: Batch,
         reply: JudgeReply | None,
         error: str | None,
-        call_id: int | None,
+        call: dict[str, Any] | None,
+        link: bool = True,
     ) -> None:
+        """Hand the batch's outcomes to the writer, with its provider call (the judgements point at it
+        unless ``link`` is False: a single conversation's failed call is stored, but its unscored
+        judgements, like before splitting, point at no call)."""
         outcomes: list[Outcome] = []
-        fresh: dict[str, DimensionVerdict] = {}
+        fresh: dict[str, Cached] = {}
         for prepared in batch.conversations:
             item = state.pending.pop(prepared.id)
             verdicts = reply.verdicts.get(prepared.id, {}) if reply else {}
@@ -337,26 +402,35 @@ class Runner:
                 reason = error or (None if verdict else "reply had no verdict for this dimension")
                 outcomes.append(Outcome(item.record_id, dimension, verdict, reason, prepared.truncated))
                 if verdict is not None:
-                    fresh[item.keys[dimension]] = verdict
+                    fresh[item.keys[dimension]] = Cached(verdict, prepared.truncated)
         state.count(outcomes)
-        store_outcomes(self.session, state.run.id or 0, outcomes, call_id)
-        self._commit(state)
-        self.cache.set_many(fresh)
-
-    def _commit(self, state: _Execution) -> None:
-        state.checkpoint()
-        self.session.add(state.run)
-        self.session.commit()
+        state.finished(len(batch.conversations))
+        if link or call is None:
+            self._submit(state, Job(outcomes, state.counters(), call, fresh))
+        else:
+            self._submit(state, Job([], state.counters(), call))
+            self._submit(state, Job(outcomes, state.counters(), None, fresh))
 
     def _finish(self, state: _Execution, status: str, started: float, error: str | None = None) -> RunSummary:
+        """Wait for the writer to store everything handed to it, then close the run row. Should storing
+        have failed, the row keeps the counters of what was committed."""
+        self.session.rollback()
+        stored = True
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except RuntimeError as failure:
+                stored, status, error = False, "failed", error or str(failure)
+            self.storage_cpu_s = self._writer.cpu_s
+            self._writer = None
         summary, usage = state.summary, state.usage
         summary.status = status
         summary.calls, summary.retries = usage.calls, usage.retries
         summary.prompt_tokens, summary.completion_tokens = usage.prompt_tokens, usage.completion_tokens
         summary.cost_usd = round(usage.cost_usd, 6)
         summary.wall_s = round(time.perf_counter() - started, 3)
-        self.session.rollback()
-        state.checkpoint()
+        if stored:
+            state.checkpoint()
         state.run.status, state.run.error, state.run.finished_at = status, error, utcnow()
         self.session.add(state.run)
         self.session.commit()

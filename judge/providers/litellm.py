@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from judge.errors import InvalidReplyError, ProviderError
 from judge.prompts import PromptTemplate, load_prompt
 from judge.providers.base import GraderSpec, JudgeReply, JudgeRequest, Usage, register
+from judge.providers.batch_model import ReplyModels, normalise, render
 from judge.providers.capabilities import mode_for
 from judge.providers.retries import is_transient, retrying
-from judge.verdict import normalise, response_model
 
 DEFAULT_PARAMS: dict[str, Any] = {"temperature": 0.0}
 
@@ -33,6 +33,11 @@ def _client(mode_name: str) -> Any:
 
 
 def _cost(completion: Any) -> float:
+    """The price litellm already worked out for its logging, else worked out here."""
+    hidden = getattr(completion, "_hidden_params", None)
+    if isinstance(hidden, dict) and "response_cost" in hidden:
+        known = hidden["response_cost"]  # None: a model missing from the cost map, no price
+        return float(known) if isinstance(known, int | float) else 0.0
     import litellm
 
     try:
@@ -44,6 +49,10 @@ def _cost(completion: Any) -> float:
 @register("litellm")
 class LiteLLMProvider:
     default_batch_size = 10
+    counts_tokens = True
+    """Conversations are packed into calls under a token budget and truncated to fit (``batching``)."""
+    uses_signals = False
+    """The prompt does not show the deterministic signals, so the runner need not compute them."""
 
     def __init__(
         self,
@@ -66,10 +75,11 @@ class LiteLLMProvider:
             prompt_version=self.template.version,
             prompt_hash=self.template.hash,
         )
+        self._models = ReplyModels()
 
     def messages(self, request: JudgeRequest) -> list[dict[str, str]]:
         dimensions = [(name, request.rubric.dimension(name)) for name in request.dimensions]
-        rendered = self.template.render(conversations=request.conversations, dimensions=dimensions)
+        rendered = render(self.template, conversations=request.conversations, dimensions=dimensions)
         return [{"role": m.role, "content": m.content} for m in rendered]
 
     async def judge(self, request: JudgeRequest) -> JudgeReply:
@@ -78,7 +88,7 @@ class LiteLLMProvider:
 
         messages = self.messages(request)
         counts = {c.id: len(c.conversation.messages) for c in request.conversations}
-        model = response_model(request.rubric, list(request.dimensions), counts)
+        model = self._models.model(request.rubric, request.dimensions, counts)
         sent = {"model": self.spec.model, "messages": messages, "mode": self.mode}
         usage = Usage()
         hooks = Hooks()
@@ -119,7 +129,7 @@ class LiteLLMProvider:
         _count_tokens(usage, getattr(completion, "usage", None), started)
         usage.cost_usd = _cost(completion)
         return JudgeReply(
-            verdicts=normalise(parsed, list(request.dimensions)),
+            verdicts=normalise(parsed, request.dimensions),
             usage=usage,
             request=sent,
             raw_reply=_raw(completion),

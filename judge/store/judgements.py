@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlmodel import Session, col, select
 
 from judge.errors import NotFoundError
 from judge.providers.base import GraderSpec, JudgeReply
 from judge.rubric import Rubric, load_rubric
+from judge.store.bulk import insert_returning_ids, insert_rows
 from judge.store.tables import Grader, Judgement, JudgementLabel, ProviderCall, RubricVersion, Run, utcnow
 from judge.verdict import DimensionVerdict
 
@@ -61,6 +63,34 @@ class Outcome:
     cache_hit: bool = False
 
 
+def call_row(
+    run_id: int, dimensions: Sequence[str], conversations: int, reply: JudgeReply | None, error: str | None
+) -> dict[str, Any]:
+    """The ``provider_call`` row of one batch sent to a provider, for ``insert_call``."""
+    usage = reply.usage if reply else None
+    return {
+        "run_id": run_id,
+        "conversations": conversations,
+        "dimensions": list(dimensions),
+        "status": "ok" if error is None else "failed",
+        "error": error,
+        "calls": usage.calls if usage else 0,
+        "retries": usage.retries if usage else 0,
+        "prompt_tokens": usage.prompt_tokens if usage else 0,
+        "completion_tokens": usage.completion_tokens if usage else 0,
+        "cost_usd": usage.cost_usd if usage else 0.0,
+        "latency_s": usage.latency_s if usage else 0.0,
+        "request": reply.request if reply else None,
+        "raw_reply": reply.raw_reply if reply else None,
+        "created_at": utcnow(),
+    }
+
+
+def insert_call(session: Session, row: dict[str, Any]) -> int:
+    table = _table(ProviderCall)
+    return int(session.execute(insert(table).returning(table.c.id), row).scalar_one())
+
+
 def record_call(
     session: Session,
     run_id: int,
@@ -91,14 +121,22 @@ def record_call(
 
 
 def store_outcomes(session: Session, run_id: int, outcomes: Sequence[Outcome], call_id: int | None) -> None:
-    """Insert judgements and their label rows in the caller's transaction; the caller commits.
+    """Insert judgements and their label rows in the caller's transaction; the caller commits."""
+    store_outcome_groups(session, run_id, [(outcomes, call_id)])
 
-    Core bulk inserts (one multi-row INSERT ... RETURNING per table) rather than ORM objects: a run
-    writes one judgement per conversation x dimension, and per-object bookkeeping dominated its time.
+
+def store_outcome_groups(
+    session: Session, run_id: int, groups: Sequence[tuple[Sequence[Outcome], int | None]]
+) -> None:
+    """``store_outcomes`` for several batches (each with its provider call) in two statements.
+
+    Bulk inserts (``judge.store.bulk``) rather than ORM objects: a run writes one judgement per
+    conversation x dimension, and per-row overhead dominated its time.
     """
+    created = utcnow()
+    outcomes = [o for group, _call in groups for o in group]
     if not outcomes:
         return
-    created = utcnow()
     rows = [
         {
             "run_id": run_id,
@@ -112,12 +150,11 @@ def store_outcomes(session: Session, run_id: int, outcomes: Sequence[Outcome], c
             "call_id": call_id,
             "created_at": created,
         }
-        for o in outcomes
+        for group, call_id in groups
+        for o in group
     ]
-    judgement_table, label_table = Judgement.__table__, JudgementLabel.__table__  # type: ignore[attr-defined]
-    returned = session.execute(
-        insert(judgement_table).returning(judgement_table.c.id, sort_by_parameter_order=True), rows
-    ).scalars()
+    judgement_table, label_table = _table(Judgement), _table(JudgementLabel)
+    ids = insert_returning_ids(session, judgement_table, rows, ("run_id", "conversation_id", "dimension"))
     labels = [
         {
             "judgement_id": judgement_id,
@@ -128,11 +165,16 @@ def store_outcomes(session: Session, run_id: int, outcomes: Sequence[Outcome], c
             "evidence": item.evidence,
             "reason": item.reason,
         }
-        for judgement_id, outcome in zip(returned, outcomes, strict=True)
-        for item in (outcome.verdict.labels if outcome.verdict else [])
+        for judgement_id, outcome in zip(ids, outcomes, strict=True)
+        if outcome.verdict is not None
+        for item in outcome.verdict.labels
     ]
-    if labels:
-        session.execute(insert(label_table), labels)
+    insert_rows(session, label_table, labels)
+
+
+def _table(model: Any) -> Table:
+    table: Table = model.__table__
+    return table
 
 
 def judged_pairs(session: Session, run_id: int, conversation_ids: Sequence[int]) -> set[tuple[int, str]]:
