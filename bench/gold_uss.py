@@ -54,6 +54,8 @@ class Timed:
         self.inner = inner
         self.spec = inner.spec
         self.default_batch_size = getattr(inner, "default_batch_size", 10)
+        self.counts_tokens = getattr(inner, "counts_tokens", True)
+        self.uses_signals = getattr(inner, "uses_signals", True)
         self.seconds = 0.0
 
     async def judge(self, request: JudgeRequest) -> JudgeReply:
