@@ -11,10 +11,11 @@ import hashlib
 import html
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from judge.errors import InputError, NotFoundError
@@ -37,6 +38,12 @@ def _environment() -> ImmutableSandboxedEnvironment:
     return env
 
 
+@lru_cache(maxsize=32)
+def _compiled(source: str) -> Template:
+    """Compile a template once per process: compiling took longer than rendering a batch."""
+    return _environment().from_string(source)
+
+
 @dataclass(frozen=True)
 class ChatMessage:
     role: str
@@ -57,9 +64,8 @@ class PromptTemplate:
 
     def render(self, **variables: Any) -> list[ChatMessage]:
         """Render the ``system`` and ``user`` blocks into chat messages."""
-        env = _environment()
         try:
-            template = env.from_string(self.source)
+            template = _compiled(self.source)
             context = template.new_context(variables)
             messages = []
             for section in SECTIONS:

@@ -15,11 +15,8 @@ import json
 from functools import lru_cache
 from typing import Any, ClassVar, Literal
 
-from jinja2 import Template, TemplateSyntaxError, UndefinedError
 from pydantic import ConfigDict, Field, create_model
 
-from judge.errors import InputError
-from judge.prompts import SECTIONS, ChatMessage, PromptTemplate, _environment
 from judge.rubric import Rubric
 from judge.verdict import BatchReplyBase, ConversationVerdicts, DimensionVerdict, LabelVerdict, _field_model
 
@@ -141,31 +138,6 @@ class ReplyModels:
                 self._shapes.clear()
             shape = self._shapes[key] = _Shape(rubric, dimensions)
         return shape.model(message_counts)
-
-
-@lru_cache(maxsize=32)
-def _compiled(source: str) -> Template:
-    return _environment().from_string(source)
-
-
-def render(prompt: PromptTemplate, **variables: Any) -> list[ChatMessage]:
-    """``prompt.render(**variables)`` with the template compiled once per process, not once per call."""
-    try:
-        template = _compiled(prompt.source)
-        context = template.new_context(variables)
-        messages = []
-        for section in SECTIONS:
-            block = template.blocks.get(section)
-            if block is None:
-                raise InputError(f"prompt {prompt.name} v{prompt.version} has no {{% block {section} %}}")
-            messages.append(ChatMessage(section, "".join(block(context)).strip()))
-    except UndefinedError as error:
-        raise InputError(f"prompt {prompt.name} v{prompt.version}: {error.message}") from None
-    except TemplateSyntaxError as error:
-        raise InputError(
-            f"prompt {prompt.name} v{prompt.version} line {error.lineno}: {error.message}"
-        ) from None
-    return messages
 
 
 def normalise(reply: BatchReplyBase, dimensions: tuple[str, ...]) -> dict[str, ConversationVerdicts]:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from judge.errors import InvalidReplyError, ProviderError
 from judge.prompts import PromptTemplate, load_prompt
 from judge.providers.base import GraderSpec, JudgeReply, JudgeRequest, Usage, register
-from judge.providers.batch_model import ReplyModels, normalise, render
+from judge.providers.batch_model import ReplyModels, normalise
 from judge.providers.capabilities import mode_for
 from judge.providers.retries import is_transient, retrying
 
@@ -79,7 +79,7 @@ class LiteLLMProvider:
 
     def messages(self, request: JudgeRequest) -> list[dict[str, str]]:
         dimensions = [(name, request.rubric.dimension(name)) for name in request.dimensions]
-        rendered = render(self.template, conversations=request.conversations, dimensions=dimensions)
+        rendered = self.template.render(conversations=request.conversations, dimensions=dimensions)
         return [{"role": m.role, "content": m.content} for m in rendered]
 
     async def judge(self, request: JudgeRequest) -> JudgeReply:
