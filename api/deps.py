@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from api.settings import Settings
+from judge.analytics import Snapshot
 from judge.background import RunManager
-from judge.errors import AuthenticationError
+from judge.errors import AuthenticationError, InputError
 from judge.projects import authenticate
+from judge.scope import Scope
 from judge.store.db import engine
 from judge.store.tables import Project
 
@@ -48,3 +51,41 @@ def get_project(
 
 
 ProjectDep = Annotated[Project, Depends(get_project)]
+
+
+def parse_metadata(pairs: list[str]) -> dict[str, str]:
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"metadata filter {pair!r}: expected KEY=VALUE")
+        parsed[key] = value
+    return parsed
+
+
+def get_snapshot(
+    session: SessionDep,
+    project: ProjectDep,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    metadata: Annotated[list[str], Query(description="KEY=VALUE, all must match.")] = [],  # noqa: B006
+    run_id: int | None = None,
+    rubric: str | None = None,
+    rubric_version: Annotated[int | None, Query(ge=1)] = None,
+    grader: Annotated[str | None, Query(description="Grader id or provider:model.")] = None,
+) -> Snapshot:
+    """What a listing or an aggregate reads: the caller's project, its runs and the common filters."""
+    scope = Scope(
+        project_id=project.id or 0,
+        run_id=run_id,
+        rubric=rubric,
+        rubric_version=rubric_version,
+        grader=grader,
+        start=start,
+        end=end,
+        metadata=parse_metadata(metadata),
+    )
+    return Snapshot(session, scope)
+
+
+SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from api.deps import ProjectDep, SessionDep
-from api.routers.conversations import parse_metadata
+from api.deps import SnapshotDep
 from judge.analytics import (
     DimensionSummary,
     SeriesPoint,
@@ -22,7 +20,7 @@ from judge.analytics import (
 )
 from judge.errors import InputError
 from judge.rubric import Analytic
-from judge.scope import Bucket, Scope
+from judge.scope import Bucket
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
 
@@ -47,31 +45,6 @@ class FailuresOut(AnalyticsOut):
     topics: list[TopicFailures]
 
 
-def snapshot(
-    session: SessionDep,
-    project: ProjectDep,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    metadata: Annotated[list[str], Query(description="KEY=VALUE, all must match.")] = [],  # noqa: B006
-    run_id: int | None = None,
-    rubric: str | None = None,
-    rubric_version: Annotated[int | None, Query(ge=1)] = None,
-    grader: Annotated[str | None, Query(description="Grader id or provider:model.")] = None,
-) -> Snapshot:
-    scope = Scope(
-        project_id=project.id or 0,
-        run_id=run_id,
-        rubric=rubric,
-        rubric_version=rubric_version,
-        grader=grader,
-        start=start,
-        end=end,
-        metadata=parse_metadata(metadata),
-    )
-    return Snapshot(session, scope)
-
-
-SnapshotDep = Annotated[Snapshot, Depends(snapshot)]
 GroupBy = Annotated[
     str | None,
     Query(pattern=r"^(language|metadata\.[A-Za-z0-9_.-]+)$", description="language or metadata.KEY"),

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, ValidationError
 
-from api.deps import ProjectDep, SessionDep, SettingsDep
+from api.deps import ProjectDep, SessionDep, SettingsDep, SnapshotDep
 from judge.analytics import Snapshot
 from judge.conversation import Conversation, describe_validation_error, parse_record
 from judge.errors import InputError, TooLargeError
@@ -35,16 +34,6 @@ class ConversationsIn(BaseModel):
 class IngestReport(BaseModel):
     counts: dict[Outcome, int]
     items: list[IngestItem]
-
-
-def parse_metadata(pairs: list[str]) -> dict[str, str]:
-    parsed = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InputError(f"metadata filter {pair!r}: expected KEY=VALUE")
-        parsed[key] = value
-    return parsed
 
 
 @router.post("", summary="Submit conversations")
@@ -79,33 +68,17 @@ def submit(
 
 @router.get("", summary="List conversations")
 def list_(
-    session: SessionDep,
-    project: ProjectDep,
+    snap: SnapshotDep,
     settings: SettingsDep,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    metadata: Annotated[list[str], Query(description="KEY=VALUE, all must match.")] = [],  # noqa: B006
     label: Annotated[list[str], Query(description="DIMENSION:LABEL, all must hold.")] = [],  # noqa: B006
     topic: str | None = None,
     risk: str | None = None,
-    run_id: int | None = None,
-    grader: str | None = None,
-    rubric: str | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page:
     """Latest revisions matching every filter, oldest first; follow ``next_cursor`` for the next page."""
-    scope = Scope(
-        project_id=project.id or 0,
-        run_id=run_id,
-        grader=grader,
-        rubric=rubric,
-        start=start,
-        end=end,
-        metadata=parse_metadata(metadata),
-    )
     filters = ConversationFilter(labels=label, topic=topic, risk=risk)
-    return list_conversations(Snapshot(session, scope), filters, cursor, min(limit, settings.page_size_limit))
+    return list_conversations(snap, filters, cursor, min(limit, settings.page_size_limit))
 
 
 @router.get("/{conversation_id}", summary="One conversation with its signals and judgements")
