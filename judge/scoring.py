@@ -109,17 +109,25 @@ def evaluate_single(
     return Evaluation(
         scores=scores,
         paired=[_paired(a, b, layout, (point, low, high), HEADLINE, scores, correct) for a, b in pairs],
-        agreement=[
-            Agreement(
-                a=a,
-                b=b,
-                n=len(truths),
-                kappa=layout.interval(("agreement", a, b), point, low, high),
-                observed=round(float(accuracy_score(pred[a], pred[b])), 6),
-            )
-            for a, b in pairs
-        ],
+        agreement=_agreements(pairs, pred, layout, (point, low, high)),
     )
+
+
+def _agreements(
+    pairs: list[tuple[str, str]], predictions: dict[str, Any], layout: Layout, ci: tuple[Floats, ...]
+) -> list[Agreement]:
+    """Grader-versus-grader kappa (with its interval) and raw agreement, for each pair."""
+    point, low, high = ci
+    return [
+        Agreement(
+            a=a,
+            b=b,
+            n=len(predictions[a]),
+            kappa=layout.interval(("agreement", a, b), point, low, high),
+            observed=round(float(accuracy_score(predictions[a], predictions[b])), 6),
+        )
+        for a, b in pairs
+    ]
 
 
 def _single_scores(
@@ -218,16 +226,7 @@ def evaluate_multi(
         paired=[
             _paired(a, b, layout, (point, low, high), MULTI_HEADLINE, scores, exact_match) for a, b in pairs
         ],
-        agreement=[
-            Agreement(
-                a=a,
-                b=b,
-                n=len(truths),
-                kappa=layout.interval(("agreement", a, b), point, low, high),
-                observed=round(float(accuracy_score(pred_all[a], pred_all[b])), 6),
-            )
-            for a, b in pairs
-        ],
+        agreement=_agreements(pairs, pred_all, layout, (point, low, high)),
     )
 
 
