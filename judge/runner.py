@@ -4,7 +4,7 @@ Conversations stream from the database in chunks of ids and content hashes. The 
 whole chunk at once and its hits are stored at once, without reading the conversations. Only the misses
 are loaded (messages, and the signals stored at ingestion when the grader uses them), prepared (token
 counted and truncated when the grader has a context window) and packed into batches (K conversations x
-the dimensions still to judge), which at most ``concurrency`` workers send.
+the dimensions still to judge), which workers send with at most ``concurrency`` calls in flight.
 A batch whose reply stays invalid after the provider's re-asks is split in two and retried, down to
 single conversations; what still fails is stored as *unscored* with its reason, never given a label.
 Every stored outcome is committed with the run's progress counters, so a run killed at any point can be
@@ -14,6 +14,7 @@ resumed and judges only what it had not stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +28,15 @@ from judge.batching import Batch, Packer, PreparedConversation, prepare, whole
 from judge.cache import Cached, NoCache, VerdictCache, cache_key
 from judge.conversation import Conversation
 from judge.errors import InvalidReplyError, ProviderError
-from judge.providers.base import JudgeReply, JudgeRequest, Provider, Usage, create, without_secrets
+from judge.providers.base import (
+    ConnectionLimited,
+    JudgeReply,
+    JudgeRequest,
+    Provider,
+    Usage,
+    create,
+    without_secrets,
+)
 from judge.rubric import Rubric, load_rubric
 from judge.signals import SignalHit
 from judge.store.conversations import (
@@ -44,6 +53,8 @@ from judge.store.writer import Job, Writer
 
 CHUNK = 1000
 """Conversations selected, looked up in the cache and committed (for the hits) at a time."""
+LOAD = 100
+"""Misses read from the database at a time: between two reads the event loop serves the calls."""
 
 
 class RunOptions(BaseModel):
@@ -247,19 +258,27 @@ class Runner:
         assert isinstance(engine, Engine)
         threaded = not (engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"))
         self._writer = Writer(engine, run.id, self.cache, threaded=threaded)
-        queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self.options.concurrency * 2)
+        concurrency = self.options.concurrency
+        provider = self.provider
+        in_flight = provider.connections(concurrency) if isinstance(provider, ConnectionLimited) else None
+        # When the provider holds its calls in flight to `concurrency` itself, a quarter more workers
+        # have their requests ready for the moment a connection frees.
+        count = concurrency + (concurrency // 4 + 1 if in_flight is not None else 0)
+        queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=count * 2)
 
         async def worker() -> None:
             while (batch := await queue.get()) is not None:
                 await self._judge(state, batch)
 
-        workers = [asyncio.create_task(worker()) for _ in range(self.options.concurrency)]
+        workers: list[asyncio.Task[None]] = []
         try:
-            async for batch in self._batches(state):
-                await queue.put(batch)
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
+            async with in_flight or contextlib.nullcontext():
+                workers = [asyncio.create_task(worker()) for _ in range(count)]
+                async for batch in self._batches(state):
+                    await queue.put(batch)
+                for _ in workers:
+                    await queue.put(None)
+                await asyncio.gather(*workers)
         except BaseException as error:
             for task in workers:
                 task.cancel()
@@ -323,9 +342,9 @@ class Runner:
                 misses.append((row, keys, needed))
             else:
                 complete += 1
-        unknown = {row.id for row, _d, cached in hits if cached.truncated is None}
-        conversations = load_conversations(self.session, [row.id for row, _k, _n in misses] + sorted(unknown))
-        truncated = {record_id: self._prepare(conversations[record_id]).truncated for record_id in unknown}
+        unknown = sorted({row.id for row, _d, cached in hits if cached.truncated is None})
+        known = load_conversations(self.session, unknown)
+        truncated = {record_id: self._prepare(known[record_id]).truncated for record_id in unknown}
         outcomes = [
             Outcome(
                 row.id,
@@ -341,11 +360,15 @@ class Runner:
         state.count(outcomes)
         if outcomes or complete:
             self._submit(state, Job(outcomes, state.counters()))
-        signals = load_signals(self.session, [row.id for row, _k, _n in misses]) if self.uses_signals else {}
-        for row, keys, needed in misses:
-            conversation = conversations[row.id]
-            state.pending[conversation.id] = _Pending(row.id, signals.get(row.id, []), keys)
-            yield self._prepare(conversation), needed
+        for start in range(0, len(misses), LOAD):
+            part = misses[start : start + LOAD]
+            ids = [row.id for row, _k, _n in part]
+            conversations = load_conversations(self.session, ids)
+            signals = load_signals(self.session, ids) if self.uses_signals else {}
+            for row, keys, needed in part:
+                conversation = conversations[row.id]
+                state.pending[conversation.id] = _Pending(row.id, signals.get(row.id, []), keys)
+                yield self._prepare(conversation), needed
 
     async def _judge(self, state: _Execution, batch: Batch) -> None:
         """Judge a batch; on an invalid reply split it, down to single conversations, then give up."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from judge.conversation import Conversation
 from judge.errors import ProviderError
 from judge.providers import create
 from judge.providers.base import JudgeReply, JudgeRequest
+from judge.providers.fake import FakeProvider
 from judge.resources import builtin_dir
 from judge.rubric import load_rubric_file
 from judge.runner import Runner, RunOptions, run_once
@@ -202,3 +204,42 @@ def test_an_interrupted_run_resumes_without_rejudging(db: Session):
     assert len(rows) == 5 * 7 == len({(r.conversation_id, r.dimension) for r in rows})
     db.refresh(run)
     assert (run.status, run.conversations, run.judged, run.calls) == ("completed", 5, 35, 3)
+
+
+class _PooledFake(FakeProvider):
+    """The fake grader holding its calls in flight at a pool of ``limit``, like the litellm grader."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limits: list[int] = []
+        self.pool: asyncio.Semaphore | None = None
+        self.in_flight = self.most_in_flight = self.most_waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def connections(self, limit: int):
+        self.limits.append(limit)
+        self.pool = asyncio.Semaphore(limit)
+        yield
+        self.pool = None
+
+    async def judge(self, request: JudgeRequest) -> JudgeReply:
+        assert self.pool is not None, "judge called outside connections()"
+        self.most_waiting = max(self.most_waiting, self.in_flight + 1 - self.limits[-1])
+        async with self.pool:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            await asyncio.sleep(0.01)
+            self.in_flight -= 1
+        return await super().judge(request)
+
+
+def test_a_pooled_provider_has_requests_ready_beyond_its_connections(db: Session, tmp_path: Path):
+    """A provider that holds its calls in flight itself is opened with the run's concurrency; the runner
+    keeps more requests ready than that, and none goes beyond the limit."""
+    provider = _PooledFake()
+    runner = Runner(db, RunOptions(grader="fake", batch_size=1, concurrency=2), provider=provider)
+    summary = asyncio.run(runner.execute(runner.start()))
+    assert provider.limits == [2]
+    assert provider.most_in_flight == 2
+    assert provider.most_waiting >= 1
+    assert summary.unscored == 0 and summary.conversations == 5

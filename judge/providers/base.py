@@ -10,8 +10,9 @@ import hashlib
 import importlib
 import json
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -108,6 +109,15 @@ class Provider(Protocol):
     spec: GraderSpec
 
     async def judge(self, request: JudgeRequest) -> JudgeReply: ...
+
+
+@runtime_checkable
+class ConnectionLimited(Protocol):
+    """A provider that can hold its calls in flight to ``limit`` itself, at the connection: then the
+    runner prepares more batches than that (their prompts rendered, their reply models built) so one is
+    sent the moment a reply frees a connection, and a reply's parsing never keeps a connection idle."""
+
+    def connections(self, limit: int) -> AbstractAsyncContextManager[None]: ...
 
 
 ProviderFactory = Callable[..., Provider]

@@ -8,6 +8,8 @@ transient HTTP failures are retried with backoff honouring ``Retry-After``. What
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import cache
 from typing import Any
 
@@ -76,6 +78,22 @@ class LiteLLMProvider:
             prompt_hash=self.template.hash,
         )
         self._models = ReplyModels()
+        self._session: Any = None
+        """The aiohttp session of ``connections``: litellm sends every call of a run through it."""
+
+    @asynccontextmanager
+    async def connections(self, limit: int) -> AsyncIterator[None]:
+        """At most ``limit`` calls in flight, counted where they are: at the connection pool of one
+        HTTP session shared by the run's calls (litellm's ``shared_session``). A call waits for a
+        connection only once its request is built, and frees it as soon as its reply is read."""
+        import aiohttp
+
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit)) as session:
+            self._session = session
+            try:
+                yield
+            finally:
+                self._session = None
 
     def messages(self, request: JudgeRequest) -> list[dict[str, str]]:
         dimensions = [(name, request.rubric.dimension(name)) for name in request.dimensions]
@@ -107,6 +125,7 @@ class LiteLLMProvider:
                             max_retries=self.reasks,
                             num_retries=0,
                             hooks=hooks,
+                            **({"shared_session": self._session} if self._session is not None else {}),
                             **self.params,
                         )
                     except IncompleteOutputException as error:
