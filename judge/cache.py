@@ -1,67 +1,80 @@
-"""The judgement cache: per conversation x dimension, keyed so that batching never changes a key.
+"""The judgement cache: one entry per grader and conversation content, holding a verdict per dimension.
 
-The key hashes the grader's fingerprint, the dimension's definition (its hash in the rubric) and the
-conversation's content hash, so: a second run costs no provider call; editing one dimension re-judges
-that dimension only; and which conversations shared a batch is irrelevant.
+An entry is found by the grader's fingerprint and the conversation's content hash; inside it, each
+verdict is filed under its dimension's definition (the dimension's hash in the rubric). So a second run
+costs no provider call; editing one dimension re-judges that dimension only (the others are still in the
+entry); and which conversations shared a batch is irrelevant. A re-run reads one entry per conversation,
+not one per conversation and dimension: that read is most of what a re-run costs.
 
-An entry keeps the verdict and whether the grader saw the conversation truncated, so a hit is stored as
-it was judged without reading the conversation again. Entries written before that was kept say nothing
-about truncation (``truncated`` is None) and the runner works it out.
+Each verdict keeps whether the grader saw the conversation truncated, so a hit is stored as it was
+judged without reading the conversation again. Entries written by two runs at once for the same
+conversation keep the last one's verdicts: what the other added is judged again later, never wrong.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from judge.verdict import DimensionVerdict, LabelVerdict
+from judge.verdict import LabelRow, StoredVerdict, Verdict
 
+FORMAT = "v2"
+"""Part of every key: entries of an earlier layout are never read (they are misses)."""
 LOOKUP_CHUNK = 500
 """Keys per SQL lookup: well under SQLite's limit on bound parameters."""
 
 
-def cache_key(grader_fingerprint: str, dimension_hash: str, content_hash: str) -> str:
-    return hashlib.sha256(f"{grader_fingerprint}|{dimension_hash}|{content_hash}".encode()).hexdigest()
+def cache_key(grader_fingerprint: str, content_hash: str) -> str:
+    return hashlib.sha256(f"{FORMAT}|{grader_fingerprint}|{content_hash}".encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
-class Cached:
-    """A cached verdict and whether it was given on a truncated conversation (None: not recorded)."""
+class Judged:
+    """A cached verdict and whether it was given on a truncated conversation."""
 
-    verdict: DimensionVerdict
-    truncated: bool | None = None
+    verdict: Verdict
+    truncated: bool
+
+
+Entry = dict[str, Judged]
+"""Dimension hash -> what the grader said on that dimension, for one conversation."""
 
 
 class VerdictCache(Protocol):
-    def get_many(self, keys: Sequence[str]) -> dict[str, Cached]:
+    def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
         """The entries found among ``keys``; a missing key is a miss."""
         ...
 
-    def set_many(self, items: dict[str, Cached]) -> None: ...
+    def set_many(self, items: dict[str, Entry]) -> None:
+        """Store whole entries (a conversation's earlier verdicts merged with its new ones)."""
+        ...
 
 
-def encode(entry: Cached) -> str:
-    verdict = entry.verdict
-    labels = [[item.label, item.evidence, item.reason] for item in verdict.labels]
-    return json.dumps({"l": labels, "s": verdict.suggestion, "t": entry.truncated}, separators=(",", ":"))
+def encode(entry: Entry) -> str:
+    data = {
+        dimension: [
+            [[item.label, item.evidence, item.reason] for item in judged.verdict.labels],
+            judged.verdict.suggestion,
+            judged.truncated,
+        ]
+        for dimension, judged in entry.items()
+    }
+    return json.dumps(data, separators=(",", ":"))
 
 
-def decode(raw: str | bytes) -> Cached:
-    """Read an entry, in this format or the earlier one (a ``DimensionVerdict`` as JSON).
-
-    Entries are built without validation: only this module writes them, from validated verdicts."""
+def decode(raw: str | bytes) -> Entry:
+    """Read an entry; verdicts come back as ``StoredVerdict`` (only this module writes them, from
+    validated verdicts)."""
     data: dict[str, Any] = json.loads(raw)
-    if "l" not in data:
-        return Cached(DimensionVerdict.model_validate(data), None)
-    labels = [
-        LabelVerdict.model_construct(label=label, evidence=evidence, reason=reason)
-        for label, evidence, reason in data["l"]
-    ]
-    return Cached(DimensionVerdict.model_construct(labels=labels, suggestion=data["s"]), data["t"])
+    return {
+        dimension: Judged(StoredVerdict([LabelRow(*item) for item in labels], suggestion), bool(truncated))
+        for dimension, (labels, suggestion, truncated) in data.items()
+    }
 
 
 class DiskVerdictCache:
@@ -72,21 +85,18 @@ class DiskVerdictCache:
 
         self._cache = diskcache.Cache(str(directory), size_limit=size_limit)
 
-    def get(self, key: str) -> Cached | None:
+    def get(self, key: str) -> Entry | None:
         raw = self._cache.get(key)
         return decode(raw) if isinstance(raw, (str, bytes)) else None
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, Cached]:
-        """Look keys up hundreds at a time: one SQL query instead of one per key, which is what a run
-        that is mostly hits (a re-run, a resumed run) spends its time on. Falls back to one ``get`` per
-        key when the cache counts statistics or updates access times on reads."""
+    def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        """Look keys up hundreds at a time: one SQL query instead of one per key. Falls back to one
+        ``get`` per key when the cache counts statistics or updates access times on reads."""
         if not keys:
             return {}
         if not self._fast_reads():
             return {key: entry for key in keys if (entry := self.get(key)) is not None}
-        import time
-
-        found: dict[str, Cached] = {}
+        found: dict[str, Entry] = {}
         disk = self._cache._disk
         for start in range(0, len(keys), LOOKUP_CHUNK):
             part = keys[start : start + LOOKUP_CHUNK]
@@ -110,8 +120,8 @@ class DiskVerdictCache:
         policy = EVICTION_POLICY.get(self._cache.eviction_policy, {})
         return not self._cache.statistics and policy.get("get") is None
 
-    def set_many(self, items: dict[str, Cached]) -> None:
-        """Store a batch's verdicts in one transaction (one fsync instead of one per key)."""
+    def set_many(self, items: dict[str, Entry]) -> None:
+        """Store entries in one transaction (one fsync instead of one per key)."""
         if not items:
             return
         with self._cache.transact():
@@ -125,8 +135,8 @@ class DiskVerdictCache:
 class NoCache:
     """Used with ``--no-cache``: every lookup misses and nothing is kept."""
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, Cached]:
+    def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
         return {}
 
-    def set_many(self, items: dict[str, Cached]) -> None:
+    def set_many(self, items: dict[str, Entry]) -> None:
         return None

@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from judge.batching import Batch, Packer, PreparedConversation, prepare, whole
-from judge.cache import Cached, NoCache, VerdictCache, cache_key
+from judge.cache import Entry, Judged, NoCache, VerdictCache, cache_key
 from judge.conversation import Conversation
 from judge.errors import InvalidReplyError, ProviderError
 from judge.providers.base import (
@@ -102,7 +102,10 @@ class _Pending:
 
     record_id: int
     signals: list[SignalHit]
-    keys: dict[str, str]
+    key: str
+    """Its cache key."""
+    cached: Entry
+    """What the cache already had for it (other dimensions), kept in the entry written back."""
 
 
 @dataclass
@@ -321,40 +324,30 @@ class Runner:
         dimensions it still needs."""
         run_id = state.run.id or 0
         fingerprint = self.provider.spec.fingerprint
+        hashes = self._dimension_hashes
         done = judged_pairs(self.session, run_id, [row.id for row in rows]) if state.resumed else set()
-        wanted: list[tuple[Selected, dict[str, str]]] = []
-        for row in rows:
-            keys = {
-                d: cache_key(fingerprint, self._dimension_hashes[d], row.content_hash)
-                for d in self.dimensions
-                if (row.id, d) not in done
-            }
-            if keys:  # else finished by an earlier execution of this run
-                wanted.append((row, keys))
-        found = self.cache.get_many([key for _, keys in wanted for key in keys.values()])
-        misses: list[tuple[Selected, dict[str, str], tuple[str, ...]]] = []
-        hits: list[tuple[Selected, str, Cached]] = []
+        keys = {row.id: cache_key(fingerprint, row.content_hash) for row in rows}
+        found = self.cache.get_many(list(keys.values()))
+        misses: list[tuple[Selected, str, Entry, tuple[str, ...]]] = []
+        outcomes: list[Outcome] = []
         complete = 0
-        for row, keys in wanted:
-            needed = tuple(d for d, key in keys.items() if key not in found)
-            hits.extend((row, d, found[key]) for d, key in keys.items() if key in found)
+        for row in rows:
+            entry = found.get(keys[row.id], {})
+            needed: list[str] = []
+            hit = False
+            for dimension in self.dimensions:
+                if (row.id, dimension) in done:  # stored by an earlier execution of this run
+                    continue
+                judged = entry.get(hashes[dimension])
+                if judged is None:
+                    needed.append(dimension)
+                else:
+                    hit = True
+                    outcomes.append(Outcome(row.id, dimension, judged.verdict, None, judged.truncated, True))
             if needed:
-                misses.append((row, keys, needed))
-            else:
+                misses.append((row, keys[row.id], entry, tuple(needed)))
+            elif hit:
                 complete += 1
-        unknown = sorted({row.id for row, _d, cached in hits if cached.truncated is None})
-        known = load_conversations(self.session, unknown)
-        truncated = {record_id: self._prepare(known[record_id]).truncated for record_id in unknown}
-        outcomes = [
-            Outcome(
-                row.id,
-                dimension,
-                cached.verdict,
-                truncated=truncated[row.id] if cached.truncated is None else cached.truncated,
-                cache_hit=True,
-            )
-            for row, dimension, cached in hits
-        ]
         state.summary.conversations += len(rows)
         state.finished(complete)
         state.count(outcomes)
@@ -362,13 +355,13 @@ class Runner:
             self._submit(state, Job(outcomes, state.counters()))
         for start in range(0, len(misses), LOAD):
             part = misses[start : start + LOAD]
-            ids = [row.id for row, _k, _n in part]
+            ids = [row.id for row, _key, _entry, _dimensions in part]
             conversations = load_conversations(self.session, ids)
             signals = load_signals(self.session, ids) if self.uses_signals else {}
-            for row, keys, needed in part:
+            for row, key, entry, dimensions in part:
                 conversation = conversations[row.id]
-                state.pending[conversation.id] = _Pending(row.id, signals.get(row.id, []), keys)
-                yield self._prepare(conversation), needed
+                state.pending[conversation.id] = _Pending(row.id, signals.get(row.id, []), key, entry)
+                yield self._prepare(conversation), dimensions
 
     async def _judge(self, state: _Execution, batch: Batch) -> None:
         """Judge a batch; on an invalid reply split it, down to single conversations, then give up."""
@@ -416,16 +409,19 @@ class Runner:
         unless ``link`` is False: a single conversation's failed call is stored, but its unscored
         judgements, like before splitting, point at no call)."""
         outcomes: list[Outcome] = []
-        fresh: dict[str, Cached] = {}
+        fresh: dict[str, Entry] = {}
         for prepared in batch.conversations:
             item = state.pending.pop(prepared.id)
             verdicts = reply.verdicts.get(prepared.id, {}) if reply else {}
+            entry = dict(item.cached)
             for dimension in batch.dimensions:
                 verdict = verdicts.get(dimension)
                 reason = error or (None if verdict else "reply had no verdict for this dimension")
                 outcomes.append(Outcome(item.record_id, dimension, verdict, reason, prepared.truncated))
                 if verdict is not None:
-                    fresh[item.keys[dimension]] = Cached(verdict, prepared.truncated)
+                    entry[self._dimension_hashes[dimension]] = Judged(verdict, prepared.truncated)
+            if len(entry) > len(item.cached):
+                fresh[item.key] = entry
         state.count(outcomes)
         state.finished(len(batch.conversations))
         if link or call is None:

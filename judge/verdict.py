@@ -8,7 +8,7 @@ appears exactly once and that evidence points at real messages.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
@@ -31,6 +31,23 @@ class DimensionVerdict(BaseModel):
     labels: list[LabelVerdict] = Field(default_factory=list)
     suggestion: str | None = None
 
+
+class LabelRow(NamedTuple):
+    label: str
+    evidence: list[int]
+    reason: str | None
+
+
+class StoredVerdict(NamedTuple):
+    """A verdict read back from the cache: the same fields as ``DimensionVerdict``, without building
+    a pydantic model for each of the tens of thousands a re-run reads (it was validated when judged)."""
+
+    labels: list[LabelRow]
+    suggestion: str | None
+
+
+Verdict = DimensionVerdict | StoredVerdict
+"""What is stored for a judged dimension: fresh from a grader, or from the cache."""
 
 ConversationVerdicts = dict[str, DimensionVerdict]
 """Dimension name -> verdict, for one conversation."""

@@ -9,7 +9,7 @@ import pytest
 from sqlmodel import Session, select
 
 from judge.batching import prepare
-from judge.cache import Cached, DiskVerdictCache, decode
+from judge.cache import DiskVerdictCache, Judged, cache_key, decode, encode
 from judge.conversation import Conversation
 from judge.providers import create
 from judge.providers.base import JudgeRequest
@@ -35,16 +35,19 @@ CONVERSATIONS = [
 ]
 
 
-def test_cache_keeps_truncation_and_reads_earlier_entries(tmp_path: Path):
+def test_cache_entries_keep_each_dimension_with_its_truncation(tmp_path: Path):
     cache = DiskVerdictCache(tmp_path / "cache")
     verdict = DimensionVerdict(labels=[LabelVerdict(label="x", evidence=[1], reason="r")], suggestion="s")
-    cache.set_many({"k1": Cached(verdict, True)})
-    cache._cache.set("k2", verdict.model_dump_json())  # an entry in the earlier format
-    found = cache.get_many(["k1", "k2", "missing"])
-    assert set(found) == {"k1", "k2"}
-    assert found["k1"] == Cached(verdict, True)
-    assert found["k2"].verdict == verdict and found["k2"].truncated is None
-    assert decode(json.dumps({"l": [["x", [1], "r"]], "s": "s", "t": False})).verdict == verdict
+    key = cache_key("grader", "content")
+    cache.set_many({key: {"dim-a": Judged(verdict, True), "dim-b": Judged(DimensionVerdict(), False)}})
+    found = cache.get_many([key, cache_key("grader", "missing")])
+    assert set(found) == {key}
+    a, b = found[key]["dim-a"], found[key]["dim-b"]
+    assert a.truncated is True and b.truncated is False
+    assert a.verdict.labels == [("x", [1], "r")] and a.verdict.suggestion == "s"
+    assert b.verdict.labels == [] and b.verdict.suggestion is None
+    assert decode(encode(found[key])) == found[key]
+    assert cache_key("grader", "content") != cache_key("other grader", "content")
 
 
 def test_reply_model_and_prompt_match_the_plain_builders():

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Table, insert
 from sqlmodel import Session, col, select
@@ -12,9 +11,9 @@ from sqlmodel import Session, col, select
 from judge.errors import NotFoundError
 from judge.providers.base import GraderSpec, JudgeReply
 from judge.rubric import Rubric, load_rubric
-from judge.store.bulk import insert_returning_ids, insert_rows
+from judge.store.bulk import Columns, insert_returning_ids, insert_rows
 from judge.store.tables import Grader, Judgement, JudgementLabel, ProviderCall, RubricVersion, Run, utcnow
-from judge.verdict import DimensionVerdict
+from judge.verdict import Verdict
 
 
 def ensure_rubric_version(session: Session, rubric: Rubric) -> RubricVersion:
@@ -51,13 +50,12 @@ def ensure_grader(session: Session, spec: GraderSpec) -> Grader:
     return found
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What to store for one conversation x dimension: a verdict, or ``None`` and why it is unscored."""
 
     conversation_id: int
     dimension: str
-    verdict: DimensionVerdict | None
+    verdict: Verdict | None
     reason: str | None = None
     truncated: bool = False
     cache_hit: bool = False
@@ -133,42 +131,47 @@ def store_outcome_groups(
     Bulk inserts (``judge.store.bulk``) rather than ORM objects: a run writes one judgement per
     conversation x dimension, and per-row overhead dominated its time.
     """
-    created = utcnow()
     outcomes = [o for group, _call in groups for o in group]
     if not outcomes:
         return
-    rows = [
-        {
-            "run_id": run_id,
-            "conversation_id": o.conversation_id,
-            "dimension": o.dimension,
-            "status": "scored" if o.verdict is not None else "unscored",
-            "reason": o.reason,
-            "suggestion": o.verdict.suggestion if o.verdict else None,
-            "truncated": o.truncated,
-            "cache_hit": o.cache_hit,
-            "call_id": call_id,
-            "created_at": created,
-        }
-        for group, call_id in groups
-        for o in group
-    ]
+    size = len(outcomes)
+    created = utcnow()
+    judgements: Columns = {
+        "run_id": [run_id] * size,
+        "conversation_id": [o.conversation_id for o in outcomes],
+        "dimension": [o.dimension for o in outcomes],
+        "status": ["unscored" if o.verdict is None else "scored" for o in outcomes],
+        "reason": [o.reason for o in outcomes],
+        "suggestion": [None if o.verdict is None else o.verdict.suggestion for o in outcomes],
+        "truncated": [o.truncated for o in outcomes],
+        "cache_hit": [o.cache_hit for o in outcomes],
+        "call_id": [call_id for group, call_id in groups for _ in group],
+        "created_at": [created] * size,
+    }
     judgement_table, label_table = _table(Judgement), _table(JudgementLabel)
-    ids = insert_returning_ids(session, judgement_table, rows, ("run_id", "conversation_id", "dimension"))
-    labels = [
-        {
-            "judgement_id": judgement_id,
-            "run_id": run_id,
-            "conversation_id": outcome.conversation_id,
-            "dimension": outcome.dimension,
-            "label": item.label,
-            "evidence": item.evidence,
-            "reason": item.reason,
-        }
-        for judgement_id, outcome in zip(ids, outcomes, strict=True)
-        if outcome.verdict is not None
-        for item in outcome.verdict.labels
-    ]
+    ids = insert_returning_ids(
+        session, judgement_table, judgements, ("run_id", "conversation_id", "dimension")
+    )
+    labels: Columns = {
+        "judgement_id": [],
+        "run_id": [],
+        "conversation_id": [],
+        "dimension": [],
+        "label": [],
+        "evidence": [],
+        "reason": [],
+    }
+    for judgement_id, outcome in zip(ids, outcomes, strict=True):
+        if outcome.verdict is None:
+            continue
+        for item in outcome.verdict.labels:
+            labels["judgement_id"].append(judgement_id)
+            labels["conversation_id"].append(outcome.conversation_id)
+            labels["dimension"].append(outcome.dimension)
+            labels["label"].append(item.label)
+            labels["evidence"].append(item.evidence)
+            labels["reason"].append(item.reason)
+    labels["run_id"] = [run_id] * len(labels["label"])
     insert_rows(session, label_table, labels)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Engine, update
 from sqlmodel import Session
 
-from judge.cache import Cached, VerdictCache
+from judge.cache import Entry, VerdictCache
 from judge.store.judgements import Outcome, insert_call, store_outcome_groups
 from judge.store.tables import Run
 
@@ -37,7 +37,7 @@ class Job:
     outcomes: list[Outcome]
     counters: dict[str, Any]
     call: dict[str, Any] | None = None
-    cache: dict[str, Cached] = field(default_factory=dict)
+    cache: dict[str, Entry] = field(default_factory=dict)
 
 
 class Writer:
@@ -120,7 +120,8 @@ class Writer:
             session.execute(update(Run).where(Run.id == self.run_id).values(**values))  # type: ignore[arg-type]
             session.commit()
         self.commits += 1
-        entries: dict[str, Cached] = {}
+        entries: dict[str, Entry] = {}
         for job in group:
-            entries.update(job.cache)
+            for key, entry in job.cache.items():
+                entries[key] = {**entries[key], **entry} if key in entries else entry
         self.cache.set_many(entries)
