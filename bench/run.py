@@ -145,15 +145,43 @@ class Bench:
         standin: Standin | None,
         n: int,
         *,
+        label: str | None = None,
+        record: bool = True,
+        **choices: Any,
+    ) -> tuple[Row, dict[str, Any]]:
+        """One run of ``n`` conversations in a fresh process (``choices``: see ``_spec``)."""
+        name = label or scenario.name
+        before = len(standin.requests()) if standin is not None else 0
+        result = run_child(self._spec(scenario, standin, n, name, **choices))
+        requests = (len(standin.requests()) - before) if standin is not None else 0
+        return self._row(scenario, name, result, requests, record, choices.get("grader", MODEL)), result
+
+    def series(
+        self, scenario: Scenario, standin: Standin, n: int, runs: dict[str, dict[str, Any]]
+    ) -> list[Row]:
+        """Several runs one after the other in one process (start-up paid once): label -> choices. Not
+        recorded in the table; peak RSS is the process's over all of them."""
+        specs = [self._spec(scenario, standin, n, label, **choices) for label, choices in runs.items()]
+        results = run_child({"runs": specs})["runs"]
+        return [
+            self._row(scenario, label, result, 0, False, MODEL)
+            for label, result in zip(runs, results, strict=True)
+        ]
+
+    def _spec(
+        self,
+        scenario: Scenario,
+        standin: Standin | None,
+        n: int,
+        name: str,
+        *,
         dimensions: list[str] | None = None,
         k: int | None = None,
         cache: Path | None = None,
         grader: str = MODEL,
         project: str = PROJECT,
         rubric: str = "default",
-        label: str | None = None,
-        record: bool = True,
-    ) -> tuple[Row, dict[str, Any]]:
+    ) -> dict[str, Any]:
         options: dict[str, Any] = {
             "rubric": rubric,
             "grader": grader,
@@ -166,19 +194,20 @@ class Bench:
         if standin is not None:
             timeout = max(30.0, 10 * scenario.latency)
             options["grader_options"] = {"api_base": standin.url, "api_key": "bench", "timeout": timeout}
-        before = len(standin.requests()) if standin is not None else 0
-        name = label or scenario.name
         spec: dict[str, Any] = {
             "url": self.url,
             "options": options,
             "cache_dir": str(cache) if cache else None,
+            "warm": grader == "local",
         }
-        spec["warm"] = grader == "local"
         if self.profile is not None:
             spec["profile"] = str(self.profile / f"{name.replace(' ', '_').replace('/', '-')}.txt")
-        result = run_child(spec)
+        return spec
+
+    def _row(
+        self, scenario: Scenario, name: str, result: dict[str, Any], requests: int, record: bool, grader: str
+    ) -> Row:
         summary = result["summary"]
-        requests = (len(standin.requests()) - before) if standin is not None else 0
         row = Row(
             scenario=name,
             conversations=summary["conversations"],
@@ -198,7 +227,7 @@ class Bench:
         if record:
             self.rows.append(row)
         print(_line(row), flush=True)
-        return row, result
+        return row
 
     def check(self, what: str, ok: bool, detail: str) -> None:
         self.checks.append((what, ok, detail))
@@ -311,17 +340,18 @@ def tokens(bench: Bench, n: int) -> None:
     scenario = Scenario("tokens", latency=0.0)
     with bench.standin(scenario) as standin:
         ours, _ = bench.run(scenario, standin, n, label="tokens: K=10, all dimensions")
-        per_analytic = [
-            bench.run(scenario, standin, n, k=1, dimensions=dims, label=f"tokens: K=1, {name}", record=False)[
-                0
-            ]
-            for name, dims in ANALYTICS.items()
-        ]
-        per_dimension = [
-            bench.run(scenario, standin, n, k=1, dimensions=[d], label=f"tokens: K=1, {d}", record=False)[0]
-            for dims in ANALYTICS.values()
-            for d in dims
-        ]
+        per_analytic = bench.series(
+            scenario,
+            standin,
+            n,
+            {f"tokens: K=1, {name}": {"k": 1, "dimensions": dims} for name, dims in ANALYTICS.items()},
+        )
+        per_dimension = bench.series(
+            scenario,
+            standin,
+            n,
+            {f"tokens: K=1, {d}": {"k": 1, "dimensions": [d]} for dims in ANALYTICS.values() for d in dims},
+        )
     five = sum(r.prompt_tokens for r in per_analytic) / n
     seven = sum(r.prompt_tokens for r in per_dimension) / n
     mine = ours.prompt_tokens / n

@@ -252,11 +252,15 @@ class Standin:
                 self.record(**base, status=0, fault=fault, in_flight=self.in_flight)
                 await asyncio.sleep(self.args.hang)
                 return self.error(504, "hung")
-            await asyncio.sleep(self.latency())
+            # The reply is worked out first and sent when the latency has passed since arrival: its
+            # CPU time (token counts, the log) must not add to the latency a client sees.
+            reply_at = arrived + self.latency()
             if fault == "500":
+                await asyncio.sleep(max(0.0, reply_at - time.time()))
                 self.record(**base, status=500, fault=fault, in_flight=self.in_flight)
                 return self.error(500, "internal error")
             reply, prompt_tokens, completion_tokens = self.answer(body, sizes, fault)
+            await asyncio.sleep(max(0.0, reply_at - time.time()))
             self.record(
                 **base,
                 status=200,
