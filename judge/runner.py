@@ -264,9 +264,9 @@ class Runner:
         concurrency = self.options.concurrency
         provider = self.provider
         in_flight = provider.connections(concurrency) if isinstance(provider, ConnectionLimited) else None
-        # When the provider holds its calls in flight to `concurrency` itself, a quarter more workers
-        # have their requests ready for the moment a connection frees.
-        count = concurrency + (concurrency // 4 + 1 if in_flight is not None else 0)
+        # When the provider holds its calls in flight to `concurrency` itself, as many workers again have
+        # their requests ready for the moment a connection frees (they wait at most one call's latency).
+        count = concurrency * 2 if in_flight is not None else concurrency
         queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=count * 2)
 
         async def worker() -> None:
@@ -279,6 +279,7 @@ class Runner:
                 workers = [asyncio.create_task(worker()) for _ in range(count)]
                 async for batch in self._batches(state):
                     await queue.put(batch)
+                    await asyncio.sleep(0)  # a put into a queue with room never waits: let a worker send it
                 for _ in workers:
                     await queue.put(None)
                 await asyncio.gather(*workers)

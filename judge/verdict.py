@@ -49,7 +49,7 @@ class StoredVerdict(NamedTuple):
 Verdict = DimensionVerdict | StoredVerdict
 """What is stored for a judged dimension: fresh from a grader, or from the cache."""
 
-ConversationVerdicts = dict[str, DimensionVerdict]
+ConversationVerdicts = dict[str, Verdict]
 """Dimension name -> verdict, for one conversation."""
 
 

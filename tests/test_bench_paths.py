@@ -80,7 +80,15 @@ def test_reply_model_and_prompt_match_the_plain_builders():
     plain = response_model(rubric, list(dims), counts).model_validate(reply)
     from judge.verdict import normalise as plain_normalise
 
-    assert normalise(parsed, dims) == plain_normalise(plain, list(dims))
+    def rows(verdicts: dict) -> dict:
+        def plain(v: object) -> tuple:
+            return [(i.label, i.evidence, i.reason) for i in v.labels], v.suggestion
+
+        return {cid: {d: plain(v) for d, v in per.items()} for cid, per in verdicts.items()}
+
+    fast_verdicts = normalise(parsed, dims)
+    assert rows(fast_verdicts) == rows(plain_normalise(plain, list(dims)))
+    assert fast_verdicts["a"]["topic"].labels[0] == (rubric.dimension("topic").label_ids[0], [0], None)
 
 
 @pytest.fixture

@@ -243,3 +243,25 @@ def test_a_pooled_provider_has_requests_ready_beyond_its_connections(db: Session
     assert provider.most_in_flight == 2
     assert provider.most_waiting >= 1
     assert summary.unscored == 0 and summary.conversations == 5
+
+
+def test_a_row_inserted_meanwhile_by_another_process_is_taken_not_an_error(database_url: str):
+    """Two runs starting at once both miss the project (or rubric, or grader) and both insert it: the
+    second insert breaks the unique key and takes the first's row."""
+    from judge.store.db import get_or_create
+    from judge.store.tables import Project
+
+    with Session(engine(database_url), expire_on_commit=False) as first:
+        existing = ensure_project(first, "raced")
+    lookups: list[int] = []
+
+    def find() -> Project | None:
+        lookups.append(1)
+        if len(lookups) == 1:
+            return None  # the other process had not committed yet when this one looked
+        with Session(engine(database_url)) as again:
+            return again.exec(select(Project).where(Project.name == "raced")).first()
+
+    with Session(engine(database_url), expire_on_commit=False) as second:
+        taken = get_or_create(second, find, lambda: Project(name="raced"))
+    assert taken.id == existing.id and len(lookups) == 2

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import ConfigDict, Field, create_model
 
 from judge.rubric import Rubric
-from judge.verdict import BatchReplyBase, ConversationVerdicts, DimensionVerdict, LabelVerdict, _field_model
+from judge.verdict import BatchReplyBase, ConversationVerdicts, LabelRow, StoredVerdict, _field_model
 
 RESULT = "ConversationResult"
 
@@ -141,8 +141,8 @@ class ReplyModels:
 
 
 def normalise(reply: BatchReplyBase, dimensions: tuple[str, ...]) -> dict[str, ConversationVerdicts]:
-    """``judge.verdict.normalise`` for a reply that has just been validated: the verdicts are built
-    without validating them a second time."""
+    """``judge.verdict.normalise`` for a reply that has just been validated: the verdicts are plain
+    ``StoredVerdict`` tuples, not models validated a second time (a batch holds ~70 of them)."""
     out: dict[str, ConversationVerdicts] = {}
     for result in reply.results:
         verdicts: ConversationVerdicts = {}
@@ -151,12 +151,7 @@ def normalise(reply: BatchReplyBase, dimensions: tuple[str, ...]) -> dict[str, C
             value = values[name]
             fields = value.__dict__
             items = fields.get("labels", [value])
-            labels = [
-                LabelVerdict.model_construct(label=i.label, evidence=list(i.evidence), reason=i.reason)
-                for i in items
-            ]
-            verdicts[name] = DimensionVerdict.model_construct(
-                labels=labels, suggestion=fields.get("suggestion")
-            )
+            labels = [LabelRow(i.label, list(i.evidence), i.reason) for i in items]
+            verdicts[name] = StoredVerdict(labels, fields.get("suggestion"))
         out[result.conversation_id] = verdicts
     return out

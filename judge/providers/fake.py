@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from judge.errors import InvalidReplyError
 from judge.providers.base import GraderSpec, JudgeReply, JudgeRequest, Usage, register
-from judge.verdict import DimensionVerdict, LabelVerdict
+from judge.verdict import ConversationVerdicts, DimensionVerdict, LabelVerdict
 
 
 @register("fake")
@@ -37,10 +37,10 @@ class FakeProvider:
         refused = self.refuse.intersection(ids)
         if refused:
             raise InvalidReplyError(f"reply left out {', '.join(sorted(refused))}")
-        verdicts = {}
+        verdicts: dict[str, ConversationVerdicts] = {}
         for prepared in request.conversations:
             messages = prepared.conversation.messages
-            per_dimension = {}
+            per_dimension: ConversationVerdicts = {}
             for name in request.dimensions:
                 dimension = request.rubric.dimension(name)
                 found = [

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 from judge.conversation import Conversation, Message, Role
 from judge.rubric import Signal
 from judge.signals import SignalHit, detect
+from judge.store.db import get_or_create
 from judge.store.tables import ConversationRecord, MessageRecord, Project, SignalRow, utcnow
 
 DEFAULT_PROJECT = "default"
@@ -45,12 +46,8 @@ def _table(model: Any) -> Table:
 
 
 def ensure_project(session: Session, name: str = DEFAULT_PROJECT) -> Project:
-    project = session.exec(select(Project).where(Project.name == name)).first()
-    if project is None:
-        project = Project(name=name)
-        session.add(project)
-        session.commit()
-    return project
+    query = select(Project).where(Project.name == name)
+    return get_or_create(session, lambda: session.exec(query).first(), lambda: Project(name=name))
 
 
 def _revisions(

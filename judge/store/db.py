@@ -7,13 +7,14 @@ opened, so a new release can change the schema without losing stored judgements.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine
 
 from judge.resources import PACKAGE_DIR
@@ -66,6 +67,29 @@ def migrate(target: Engine) -> None:
 def session(url: str | None = None) -> Iterator[Session]:
     with Session(engine(url), expire_on_commit=False) as opened:
         yield opened
+
+
+Row = TypeVar("Row")
+
+
+def get_or_create(session: Session, find: Callable[[], Row | None], make: Callable[[], Row]) -> Row:
+    """The row ``find`` gives, else the one ``make`` builds, inserted and committed. Two processes that
+    start a run at the same moment both miss and both insert: the second's insert breaks the unique key,
+    and it takes the first's row instead of failing."""
+    found = find()
+    if found is not None:
+        return found
+    row = make()
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        found = find()
+        if found is None:
+            raise
+        return found
+    return row
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -12,6 +12,7 @@ from judge.errors import NotFoundError
 from judge.providers.base import GraderSpec, JudgeReply
 from judge.rubric import Rubric, load_rubric
 from judge.store.bulk import Columns, insert_returning_ids, insert_rows
+from judge.store.db import get_or_create
 from judge.store.tables import Grader, Judgement, JudgementLabel, ProviderCall, RubricVersion, Run, utcnow
 from judge.verdict import Verdict
 
@@ -23,20 +24,20 @@ def ensure_rubric_version(session: Session, rubric: Rubric) -> RubricVersion:
         RubricVersion.version == rubric.version,
         RubricVersion.content_hash == digest,
     )
-    found = session.exec(query).first()
-    if found is None:
-        found = RubricVersion(
+    return get_or_create(
+        session,
+        lambda: session.exec(query).first(),
+        lambda: RubricVersion(
             name=rubric.name, version=rubric.version, content_hash=digest, body=rubric.model_dump(mode="json")
-        )
-        session.add(found)
-        session.commit()
-    return found
+        ),
+    )
 
 
 def ensure_grader(session: Session, spec: GraderSpec) -> Grader:
-    found = session.get(Grader, spec.fingerprint)
-    if found is None:
-        found = Grader(
+    return get_or_create(
+        session,
+        lambda: session.get(Grader, spec.fingerprint),
+        lambda: Grader(
             id=spec.fingerprint,
             provider=spec.provider,
             model=spec.model,
@@ -44,10 +45,8 @@ def ensure_grader(session: Session, spec: GraderSpec) -> Grader:
             prompt_name=spec.prompt_name,
             prompt_version=spec.prompt_version,
             prompt_hash=spec.prompt_hash,
-        )
-        session.add(found)
-        session.commit()
-    return found
+        ),
+    )
 
 
 class Outcome(NamedTuple):
