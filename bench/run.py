@@ -288,14 +288,15 @@ def rate_limited(bench: Bench, seconds: float, reference: Row | None) -> None:
 
 
 def invalid_replies(bench: Bench, n: int) -> None:
-    """5% invalid replies (half not JSON, half breaking the schema); then a re-run with the same cache."""
+    """5% invalid replies (half not JSON, half breaking the schema) and a few conversations whose every
+    reply is invalid, so some end unscored; then a re-run with the same cache must send exactly those."""
     from verify import run_integrity
 
     scenario = Scenario(
         "5% invalid replies",
         latency=0.2,
-        faults={"rate_invalid_json": 0.025, "rate_bad_schema": 0.025},
-        note="re-asked, split, else unscored",
+        faults={"rate_invalid_json": 0.025, "rate_bad_schema": 0.025, "rate_poison": 0.002},
+        note="re-asked, split, else unscored; 0.2% of conversations always invalid",
     )
     cache = bench.scratch / "cache-invalid"
     with bench.standin(scenario) as standin:
@@ -314,8 +315,8 @@ def invalid_replies(bench: Bench, n: int) -> None:
     )
     bench.check(
         "5% invalid: the re-run judges only the unscored ones",
-        sent <= set(unscored_ids) and again.cache_hits >= integrity["labelled"],
-        f"re-run sent {len(sent)} conversations, all among the {len(unscored_ids)} with unscored judgements; "
+        bool(unscored_ids) and sent == set(unscored_ids) and again.cache_hits >= integrity["labelled"],
+        f"re-run sent {len(sent)} conversations: exactly the {len(unscored_ids)} with unscored judgements; "
         f"{again.cache_hits:,} judgements from the cache",
     )
     del first, second

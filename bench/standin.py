@@ -3,14 +3,16 @@
     python bench/standin.py [--port 0] [--latency 1.0 | uniform:0.5:1.5 | lognormal:1.0:0.3 | exp:1.0]
                             [--max-concurrency 32] [--busy-retry-after 0.5]
                             [--rate-429 0.2 --retry-after 1] [--rate-500 0] [--rate-timeout 0 --hang 600]
-                            [--rate-invalid-json 0] [--rate-bad-schema 0] [--seed 7] [--log requests.jsonl]
+                            [--rate-invalid-json 0] [--rate-bad-schema 0] [--rate-poison 0]
+                            [--seed 7] [--log requests.jsonl]
 
 Real providers take about a second per call, cap the calls in flight and answer 429; this server does
 the same, reproducibly, so the runner can be measured against a provider whose limit is known:
 - a request beyond ``--max-concurrency`` in flight is answered 429 at once (``Retry-After`` set);
 - otherwise, with the given probabilities (drawn with ``--seed``): 429 with ``Retry-After`` at once;
   500 after the latency; no answer for ``--hang`` seconds (the client's timeout fires); after the latency
-  a reply whose tool arguments are not JSON, or are JSON that breaks the schema; else a valid reply;
+  a reply whose tool arguments are not JSON, or are JSON that breaks the schema; else a valid reply,
+  unless the batch holds one of the ``--rate-poison`` conversations, which is always answered invalid;
 - a valid reply to a tool-calling or JSON-schema request fills the schema with labels chosen at random
   (seeded): one result per conversation id of the batch, evidence inside each conversation;
 - usage counts tokens with tiktoken (cl100k): the messages, plus the tools or schema sent with them;
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -211,6 +214,14 @@ class Standin:
         self.requests = 0
         self.log = Path(args.log).open("a", encoding="utf-8") if args.log else None  # noqa: SIM115
 
+    def poisoned(self, conversation_id: str) -> bool:
+        """Whether every reply to a batch holding this conversation breaks the schema (``--rate-poison``
+        of the ids, chosen by hashing them with the seed): the conversations a grader can never judge."""
+        if not self.args.rate_poison:
+            return False
+        digest = hashlib.sha256(f"{self.args.seed}|{conversation_id}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < self.args.rate_poison
+
     def draw_fault(self) -> str | None:
         a = self.args
         roll = self.fault_rng.random()
@@ -243,6 +254,8 @@ class Standin:
             self.record(**base, status=429, fault="busy", in_flight=self.in_flight)
             return self.error(429, "too many requests in flight", self.args.busy_retry_after)
         fault = self.draw_fault()
+        if fault is None and any(self.poisoned(cid) for cid in sizes):
+            fault = "bad_schema"
         if fault == "429":
             self.record(**base, status=429, fault=fault, in_flight=self.in_flight)
             return self.error(429, "rate limited", self.args.retry_after)
@@ -356,6 +369,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hang", type=float, default=600.0, help="how long an unanswered call hangs")
     parser.add_argument("--rate-invalid-json", type=float, default=0.0, help="replies that are not JSON")
     parser.add_argument("--rate-bad-schema", type=float, default=0.0, help="replies that break the schema")
+    parser.add_argument(
+        "--rate-poison", type=float, default=0.0, help="share of conversation ids always answered invalid"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--log", default=None, help="JSON-lines file of every request")
     args = parser.parse_args(argv)
