@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import gc
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -257,6 +259,7 @@ class Runner:
         run.status, run.error, run.finished_at = "running", None, None
         self.session.add(run)
         self.session.commit()
+        _freeze_long_lived()
         engine = self.session.get_bind()
         assert isinstance(engine, Engine)
         threaded = not (engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"))
@@ -455,6 +458,15 @@ class Runner:
         self.session.add(state.run)
         self.session.commit()
         return summary
+
+
+@functools.cache
+def _freeze_long_lived() -> None:
+    """Put every object alive when the process first runs (its modules, loaded models, the app) out of
+    reach of the garbage collector, once per process. Full collections otherwise walk them all, and
+    their pauses (a quarter of a second with litellm imported) stall the event loop while replies wait
+    and connections idle. Only what was already cyclic garbage at that moment is never freed."""
+    gc.freeze()
 
 
 async def run_once(

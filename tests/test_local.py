@@ -15,7 +15,9 @@ import pytest
 from judge.batching import prepare
 from judge.conversation import Conversation
 from judge.providers.base import JudgeRequest, Provider, create
-from judge.providers.local import _model, _WordVectors
+from judge.providers.local import _model, _WordVectors, vectors
+from judge.providers.local.batch import _message_sums, _sentences, _tokenise, _tokenise_one_by_one
+from judge.providers.local.vectors import _polarity, _sums, _vader
 from judge.rubric import Rubric, load_rubric
 from judge.runner import RunOptions, run_once
 from judge.signals import detect
@@ -259,3 +261,75 @@ def test_through_the_runner_every_judgement_is_stored(tmp_path: Path, default: R
         summary = asyncio.run(run_once(db, RunOptions(rubric="default", grader="local")))
     assert summary.status == "completed" and summary.unscored == 0
     assert summary.judgements == len(ALL) * len(default.dimensions)
+
+
+# The fast paths of the grader must compute exactly what the plain numpy / VADER / pydantic calls they
+# replace compute: a verdict near a threshold must not change with the implementation.
+
+
+def test_sums_add_rows_in_order_like_a_plain_loop():
+    rng = np.random.default_rng(7)
+    table = rng.standard_normal((50, 16)).astype(np.float32)
+    lengths = rng.integers(0, 12, size=40)
+    rows = rng.integers(0, len(table), size=int(lengths.sum()))
+    expected = np.zeros((len(lengths), table.shape[1]), dtype=np.float32)
+    start = 0
+    for n, length in enumerate(lengths):
+        for row in rows[start : start + length]:
+            expected[n] += table[row]
+        start += length
+    assert np.array_equal(_sums(table, rows, lengths), expected)
+
+
+def test_message_sums_are_reduceats_bit_for_bit():
+    rng = np.random.default_rng(3)
+    counts = rng.integers(1, 30, size=200)
+    sentences = (rng.standard_normal((int(counts.sum()), 32)) * rng.uniform(0.01, 100)).astype(np.float32)
+    first = np.concatenate(([0], np.cumsum(counts)))
+    assert np.array_equal(_message_sums(sentences, first), np.add.reduceat(sentences, first[:-1], axis=0))
+
+
+def test_a_batch_is_split_into_sentences_and_words_as_text_by_text():
+    words = _WordVectors()
+    texts = [
+        "Hello there. How are you?Fine!  Thanks;ok ; next",
+        "line one\nline two.\n\n  line three\r\nfour.\tfive!\u00a0six\u2028seven",
+        "ΑΣ ΣΑΣ. İstanbul NAÏVE 😀 end",
+        ".",
+        "trailing stop.",
+    ]
+    fast = _tokenise(texts, words)
+    plain = _tokenise_one_by_one(texts, words)
+    assert all(np.array_equal(a, b) for a, b in zip(fast, plain, strict=True))
+    assert fast[2].tolist() == [len(_sentences(text)) for text in texts]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No thank you, goodbye",
+        "This is NOT good at all, but the staff were kind of nice!!",
+        "I am least happy, at least it isn't a horrible book ???",
+        "never so bad, without doubt the best :) kinda",
+        "the shit, the bomb, bad ass, cut the mustard",
+        "I love it 😀 naïve",
+        "",
+        "   ",
+    ],
+)
+def test_vader_scores_are_vaders(text: str):
+    assert _polarity(text) == _vader().polarity_scores(text)["compound"]
+
+
+def test_a_word_table_that_starts_over_gives_the_same_vectors(monkeypatch: pytest.MonkeyPatch):
+    texts = ["I want a refund for my order.", "The app crashes\nwhen I open it!", "thanks!"]
+    large = _WordVectors()
+    expected = large.encode(texts).vectors
+    rows, per_sentence, _ = _tokenise(texts, large)
+    sentences = large.sums(rows, per_sentence)
+    monkeypatch.setattr(vectors, "CACHE_WORDS", 8)
+    small = _WordVectors()
+    for _ in range(3):
+        assert np.array_equal(small.encode(texts).vectors, expected)
+        rows, per_sentence, _ = _tokenise(texts, small)
+        assert np.array_equal(small.sums(rows, per_sentence), sentences)

@@ -7,6 +7,7 @@ transient HTTP failures are retried with backoff honouring ``Retry-After``. What
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ def _client(mode_name: str) -> Any:
     import litellm
 
     litellm.suppress_debug_info = True
+    gc.freeze()  # litellm's import leaves ~400k long-lived objects: keep full collections off them
     return instructor.from_litellm(litellm.acompletion, mode=instructor.Mode[mode_name])
 
 

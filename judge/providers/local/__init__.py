@@ -10,13 +10,15 @@ numpy, not once per conversation. It is the baseline every LLM grader must beat 
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from functools import cache
 from typing import Any
 
 import numpy as np
 
 from judge.providers.base import GraderSpec, JudgeReply, JudgeRequest, Usage, register
 from judge.providers.local.batch import _Batch, _rows
-from judge.providers.local.decide import _multi, _sentiment, _single
+from judge.providers.local.decide import _fired, _multi, _sentiment, _single
 from judge.providers.local.vectors import _model, _Prototypes, _prototypes, _WordVectors
 from judge.rubric import Dimension
 from judge.verdict import ConversationVerdicts
@@ -53,9 +55,15 @@ class LocalProvider:
         return self._words
 
     async def judge(self, request: JudgeRequest) -> JudgeReply:
+        with _one_blas_thread():
+            return self._judge(request)
+
+    def _judge(self, request: JudgeRequest) -> JudgeReply:
         conversations = request.conversations
         verdicts: dict[str, ConversationVerdicts] = {c.id: {} for c in conversations}
+        ids = [c.id for c in conversations]
         signals = [request.signals.get(c.id, []) for c in conversations]
+        fired = [_fired(hits) for hits in signals]
         dimensions = [(name, request.rubric.dimension(name)) for name in request.dimensions]
         similar = {name: self._prototypes_of(d) for name, d in dimensions if d.local.method == "similarity"}
         columns: dict[str, slice] = {}
@@ -67,13 +75,12 @@ class LocalProvider:
             batch.compare(np.concatenate([p.vectors for p in similar.values()]))
         for name, dimension in dimensions:
             if batch is None or name not in similar:
-                for prepared, hits in zip(conversations, signals, strict=True):
-                    verdicts[prepared.id][name] = _sentiment(dimension, prepared, hits)
-                continue
-            rows = _rows(dimension, similar[name], batch, columns[name])
-            decide = _multi if dimension.kind == "multi" else _single
-            for prepared, verdict in zip(conversations, decide(dimension, rows, signals), strict=True):
-                verdicts[prepared.id][name] = verdict
+                judged = _sentiment(dimension, conversations, signals)
+            else:
+                rows = _rows(dimension, similar[name], batch, columns[name])
+                judged = (_multi if dimension.kind == "multi" else _single)(dimension, rows, fired)
+            for cid, verdict in zip(ids, judged, strict=True):
+                verdicts[cid][name] = verdict
         return JudgeReply(verdicts=verdicts, usage=Usage(calls=0))
 
     def _prototypes_of(self, dimension: Dimension) -> _Prototypes:
@@ -84,3 +91,19 @@ class LocalProvider:
         if key not in self._prototypes:
             self._prototypes[key] = _prototypes(dimension, self._word_vectors())
         return self._prototypes[key]
+
+
+def _one_blas_thread() -> AbstractContextManager[object]:
+    """numpy's BLAS on one thread while judging. Its products here take milliseconds: a second thread
+    saves little, and when the other cores are busy (the runner, a database, another job) waiting for
+    it halved the grader's throughput. The results are the same: BLAS shares rows among its threads, not
+    the sums."""
+    limited: AbstractContextManager[object] = _threadpools().limit(limits=1, user_api="blas")
+    return limited
+
+
+@cache
+def _threadpools() -> Any:
+    from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+
+    return ThreadpoolController()
