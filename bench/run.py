@@ -185,7 +185,7 @@ class Bench:
         options: dict[str, Any] = {
             "rubric": rubric,
             "grader": grader,
-            "batch_size": k or scenario.k,
+            "batch_size": k or scenario.k or None,
             "concurrency": scenario.c,
             "limit": n,
             "project": project,
@@ -404,7 +404,11 @@ def local(bench: Bench) -> None:
         for start in range(0, len(conversations), 500):
             store_conversations(db, project_id, conversations[start : start + 500])
     scenario = Scenario(
-        "local grader, USS gold", c=4, latency=0.0, note="travel rubric, 6 dimensions, no cache"
+        "local grader, USS gold",
+        k=0,  # the grader's own batch size, as `judge run --grader local` uses
+        c=4,
+        latency=0.0,
+        note="travel rubric, 6 dimensions, no cache",
     )
     row, _ = bench.run(
         scenario,
