@@ -276,19 +276,24 @@ class Runner:
             while (batch := await queue.get()) is not None:
                 await self._judge(state, batch)
 
-        workers: list[asyncio.Task[None]] = []
         try:
             async with in_flight or contextlib.nullcontext():
                 workers = [asyncio.create_task(worker()) for _ in range(count)]
-                async for batch in self._batches(state):
-                    await queue.put(batch)
-                    await asyncio.sleep(0)  # a put into a queue with room never waits: let a worker send it
-                for _ in workers:
-                    await queue.put(None)
-                await asyncio.gather(*workers)
+                try:
+                    async for batch in self._batches(state):
+                        await queue.put(batch)
+                        await asyncio.sleep(0)  # a put into a queue with room never waits: let a worker run
+                    for _ in workers:
+                        await queue.put(None)
+                    await asyncio.gather(*workers)
+                except BaseException:
+                    # Stop the workers while their connections are still open: a call cut off by closing
+                    # them would be stored as a provider error, and a resumed run would not judge it again.
+                    for task in workers:
+                        task.cancel()
+                    await asyncio.gather(*workers, return_exceptions=True)
+                    raise
         except BaseException as error:
-            for task in workers:
-                task.cancel()
             cancelled = isinstance(error, asyncio.CancelledError | KeyboardInterrupt)
             self._finish(
                 state, "cancelled" if cancelled else "failed", started, str(error) or type(error).__name__

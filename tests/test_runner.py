@@ -214,6 +214,7 @@ class _PooledFake(FakeProvider):
         self.limits: list[int] = []
         self.pool: asyncio.Semaphore | None = None
         self.in_flight = self.most_in_flight = self.most_waiting = 0
+        self.latency = 0.01
 
     @contextlib.asynccontextmanager
     async def connections(self, limit: int):
@@ -228,8 +229,10 @@ class _PooledFake(FakeProvider):
         async with self.pool:
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(self.latency)
             self.in_flight -= 1
+        if self.pool is None:
+            raise ProviderError("the connection pool was closed under the call")
         return await super().judge(request)
 
 
@@ -265,3 +268,25 @@ def test_a_row_inserted_meanwhile_by_another_process_is_taken_not_an_error(datab
     with Session(engine(database_url), expire_on_commit=False) as second:
         taken = get_or_create(second, find, lambda: Project(name="raced"))
     assert taken.id == existing.id and len(lookups) == 2
+
+
+def test_a_cancelled_run_stores_no_call_cut_off_by_closing_the_pool(db: Session):
+    """Cancelling stops the workers before the provider's connections close: no call in flight is stored
+    as a provider error (a resumed run would not judge it again)."""
+    provider = _PooledFake()
+    provider.latency = 0.2
+    runner = Runner(db, RunOptions(grader="fake", batch_size=1, concurrency=2), provider=provider)
+    run = runner.start()
+
+    async def cancel_while_calls_are_in_flight() -> None:
+        task = asyncio.create_task(runner.execute(run))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_while_calls_are_in_flight())
+    db.refresh(run)
+    statuses = [j.status for j in db.exec(select(Judgement).where(Judgement.run_id == run.id))]
+    assert run.status == "cancelled"
+    assert statuses and set(statuses) == {"scored"} and len(statuses) < 5 * 7
