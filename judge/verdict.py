@@ -92,7 +92,9 @@ def _label_items(value: Any) -> list[Any]:
     return []
 
 
-def _field_model(name: str, dimension: Dimension) -> type[BaseModel]:
+def dimension_model(name: str, dimension: Dimension) -> type[BaseModel]:
+    """The reply model of one dimension: a label (``single``) or a list of findings (``multi``), each
+    label a ``Literal`` of the rubric's labels, with evidence and a short reason."""
     label_type: Any = Literal[tuple(dimension.label_ids)]
     evidence: Any = (
         list[int],
@@ -133,7 +135,7 @@ def response_model(
     fields: dict[str, Any] = {"conversation_id": (id_type, ...)}
     for name in dimensions:
         dimension = rubric.dimension(name)
-        fields[name] = (_field_model(name, dimension), Field(..., description=dimension.question))
+        fields[name] = (dimension_model(name, dimension), Field(..., description=dimension.question))
     result = create_model("ConversationResult", __config__=ConfigDict(extra="forbid"), **fields)
     model = create_model(
         "BatchReply",

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import ConfigDict, Field, create_model
 
 from judge.rubric import Rubric
-from judge.verdict import BatchReplyBase, ConversationVerdicts, LabelRow, StoredVerdict, _field_model
+from judge.verdict import BatchReplyBase, ConversationVerdicts, LabelRow, StoredVerdict, dimension_model
 
 RESULT = "ConversationResult"
 
@@ -79,7 +79,7 @@ class _Shape:
         self.fields: dict[str, Any] = {}
         for name in dimensions:
             dimension = rubric.dimension(name)
-            self.fields[name] = (_field_model(name, dimension), Field(..., description=dimension.question))
+            self.fields[name] = (dimension_model(name, dimension), Field(..., description=dimension.question))
         self._templates: dict[bool, tuple[dict[str, Any], dict[str, Any]] | None] = {}
 
     def model(self, message_counts: dict[str, int]) -> type[BatchReplyBase]:
