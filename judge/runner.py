@@ -274,6 +274,7 @@ class Runner:
 
         async def worker() -> None:
             while (batch := await queue.get()) is not None:
+                await asyncio.sleep(0)  # let replies that freed a connection hand it over first
                 await self._judge(state, batch)
 
         try:
