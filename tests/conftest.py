@@ -1,4 +1,5 @@
-"""Shared fixtures: a guard against non-loopback network access, and databases (SQLite and PostgreSQL)."""
+"""Shared fixtures: a guard against non-loopback network access, databases (SQLite and PostgreSQL), and
+for the API tests a client of the app built from the module's ``settings`` with two projects' keys."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+    from api.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("JUDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -97,3 +103,37 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     yield from _postgres_database()
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The app, started, over the module's ``settings``."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def _bearer(settings: Settings, project: str) -> dict[str, str]:
+    from sqlmodel import Session
+
+    from judge.projects import create_project
+    from judge.store.db import engine
+
+    with Session(engine(settings.database_url)) as session:
+        _, key = create_project(session, project)
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def alice(settings: Settings) -> dict[str, str]:
+    """Headers with the key of a new project, alice."""
+    return _bearer(settings, "alice")
+
+
+@pytest.fixture
+def bob(settings: Settings) -> dict[str, str]:
+    """Headers with the key of a new project, bob."""
+    return _bearer(settings, "bob")

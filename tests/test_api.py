@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ from sqlmodel import Session
 
 from api.app import create_app
 from api.settings import Settings
-from judge.projects import create_project
 from judge.resources import SAMPLE_CONVERSATIONS
 from judge.store.db import engine
 
@@ -30,28 +28,6 @@ def settings(tmp_path: Path) -> Settings:
         max_body_bytes=2 * 2**20,
         max_sync_conversations=5,
     )
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-def _key(settings: Settings, name: str) -> dict[str, str]:
-    with Session(engine(settings.database_url)) as session:
-        _, key = create_project(session, name)
-    return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def alice(settings: Settings) -> dict[str, str]:
-    return _key(settings, "alice")
-
-
-@pytest.fixture
-def bob(settings: Settings) -> dict[str, str]:
-    return _key(settings, "bob")
 
 
 def _wait(client: TestClient, headers: dict[str, str], run_id: int, timeout: float = 60) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,8 @@ import yaml
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from api.app import create_app
 from api.settings import Settings
 from judge.compare_background import ComparisonManager
-from judge.projects import create_project
 from judge.store.db import engine
 from judge.store.gold_tables import Comparison
 
@@ -67,18 +64,6 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(database_url=f"sqlite:///{tmp_path / 'api.db'}", cache_dir=tmp_path / "cache")
 
 
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-def _key(settings: Settings, name: str) -> dict[str, str]:
-    with Session(engine(settings.database_url)) as session:
-        _, key = create_project(session, name)
-    return {"Authorization": f"Bearer {key}"}
-
-
 def _wait(client: TestClient, headers: dict[str, str], comparison_id: int) -> dict[str, Any]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -89,8 +74,7 @@ def _wait(client: TestClient, headers: dict[str, str], comparison_id: int) -> di
     raise AssertionError(f"comparison {comparison_id} still running")
 
 
-def test_gold_sets_and_comparisons_over_http(client: TestClient, settings: Settings):
-    alice, bob = _key(settings, "alice"), _key(settings, "bob")
+def test_gold_sets_and_comparisons_over_http(client: TestClient, alice: dict[str, str], bob: dict[str, str]):
     body = {
         "name": "mini",
         "items": [*_items(), {"id": "bad", "messages": [], "labels": {}}],
@@ -154,9 +138,8 @@ def test_gold_sets_and_comparisons_over_http(client: TestClient, settings: Setti
     ],
 )
 def test_bad_comparison_requests_are_problems(
-    client: TestClient, settings: Settings, change: dict[str, Any], status: int, detail: str
+    client: TestClient, alice: dict[str, str], change: dict[str, Any], status: int, detail: str
 ):
-    alice = _key(settings, "alice")
     client.post(
         "/v1/gold-sets", json={"name": "mini", "items": _items(3), "label_map": LABEL_MAP}, headers=alice
     )
@@ -167,8 +150,9 @@ def test_bad_comparison_requests_are_problems(
     assert detail in response.json()["detail"]
 
 
-def test_a_comparison_left_running_is_marked_interrupted(settings: Settings, client: TestClient):
-    alice = _key(settings, "alice")
+def test_a_comparison_left_running_is_marked_interrupted(
+    settings: Settings, client: TestClient, alice: dict[str, str]
+):
     client.post("/v1/gold-sets", json={"name": "mini", "items": _items(3)}, headers=alice)
     with Session(engine(settings.database_url)) as session:
         stale = Comparison(project_id=1, gold_set_id=1, request={}, graders=["x"])
@@ -182,8 +166,7 @@ def test_a_comparison_left_running_is_marked_interrupted(settings: Settings, cli
     assert client.get(f"/v1/comparisons/{stale_id}?format=html", headers=alice).status_code == 409
 
 
-def test_a_gold_set_that_labels_no_dimension_needs_a_map(client: TestClient, settings: Settings):
-    alice = _key(settings, "alice")
+def test_a_gold_set_that_labels_no_dimension_needs_a_map(client: TestClient, alice: dict[str, str]):
     odd = [{"id": "o-1", "messages": [{"role": "user", "content": "hi"}], "labels": {"mood": "calm"}}]
     assert client.post("/v1/gold-sets", json={"name": "odd", "items": odd}, headers=alice).status_code == 201
     response = client.post(
