@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from judge.errors import InputError
+from judge.resources import read_yaml
 from judge.rubric import Dimension, Rubric
 
 WILDCARD = "*"
@@ -85,13 +85,7 @@ def parse_label_map(raw: Any, source: str) -> LabelMap:
 
 
 def load_label_map(path: Path) -> LabelMap:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"label map {path}: no such file") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise InputError(f"label map {path}: not valid YAML: {error}") from None
-    return parse_label_map(raw, str(path))
+    return parse_label_map(read_yaml(path, InputError, f"label map {path}"), str(path))
 
 
 def identity_map(rubric: Rubric, fields: Iterable[str]) -> LabelMap | None:

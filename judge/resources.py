@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from judge.errors import InputError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -27,3 +32,14 @@ def search_path(kind: str, extra: list[Path] | None = None) -> list[Path]:
 
 
 SAMPLE_CONVERSATIONS = PACKAGE_DIR / "data" / "sample_conversations.jsonl"
+
+
+def read_yaml(path: Path, error: type[InputError], name: str) -> Any:
+    """The YAML document in a user's file; a missing file, or one that is not YAML, raises ``error``
+    with a message that starts with ``name`` (the file as the user knows it)."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{name}: no such file") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as problem:
+        raise error(f"{name}: not valid YAML: {problem}") from None

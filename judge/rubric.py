@@ -12,11 +12,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from judge.errors import NotFoundError, RubricError
-from judge.resources import search_path
+from judge.resources import read_yaml, search_path
 
 LabelId = Annotated[str, Field(pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)*$", max_length=80)]
 DimensionName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
@@ -159,13 +158,7 @@ def parse_rubric(raw: Any, source: str) -> Rubric:
 
 
 def load_rubric_file(path: Path) -> Rubric:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RubricError(f"{path}: no such file") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise RubricError(f"{path}: not valid YAML: {error}") from None
-    return parse_rubric(raw, str(path))
+    return parse_rubric(read_yaml(path, RubricError, str(path)), str(path))
 
 
 def available_rubrics(extra: list[Path] | None = None) -> dict[str, Path]:
