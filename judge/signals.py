@@ -43,16 +43,23 @@ class SignalHit(BaseModel):
 
 
 @cache
+def _lexicons() -> dict[str, list[str]]:
+    """Every word list in ``data/lexicons.yaml``, read once."""
+    text = (PACKAGE_DIR / "data" / "lexicons.yaml").read_text("utf-8")
+    lexicons: dict[str, list[str]] = yaml.safe_load(text)
+    return lexicons
+
+
+@cache
 def _lexicon(name: str) -> re.Pattern[str]:
-    words: list[str] = yaml.safe_load((PACKAGE_DIR / "data" / "lexicons.yaml").read_text("utf-8"))[name]
+    words = _lexicons()[name]
     alternatives = "|".join(re.escape(_normalise(w)) for w in sorted(set(words), key=len, reverse=True))
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
 
 
 @cache
 def _word_list(name: str) -> frozenset[str]:
-    words: list[str] = yaml.safe_load((PACKAGE_DIR / "data" / "lexicons.yaml").read_text("utf-8"))[name]
-    return frozenset(_comparable(w) for w in words)
+    return frozenset(_comparable(w) for w in _lexicons()[name])
 
 
 _SPACES = re.compile(r"\s+")
