@@ -176,12 +176,16 @@ def _message_sums(sentences: Matrix, first: Indices) -> Matrix:
     return vectors
 
 
-@dataclass
-class _Rows:
-    """A dimension's view of a batch: its in-scope messages, then the sentences of the multi-sentence
-    ones, grouped by conversation (``bounds``), with their label scores."""
+@dataclass(frozen=True)
+class _Scope:
+    """The rows of one scope (user, assistant or all messages): its in-scope messages, then the sentences
+    of the multi-sentence ones, grouped by conversation. The same for every dimension of that scope, so
+    worked out once per batch."""
 
-    scores: Matrix
+    messages: Indices
+    sentences: Indices
+    order: Indices
+    """Messages then sentences -> rows grouped by conversation (its messages first)."""
     bounds: Indices
     """Conversation ``n``'s rows are ``bounds[n]:bounds[n + 1]``."""
     conversation: Indices
@@ -193,29 +197,19 @@ class _Rows:
     """Role of each row that is a message (its first rows in a conversation); -1 for a sentence."""
     source: Indices
     """Where each row's text is: a message (>= 0) or sentence ``~source`` (< 0)."""
+
+
+@dataclass(frozen=True)
+class _Rows(_Scope):
+    """A dimension's view of a batch: the rows of its scope with their label scores."""
+
+    scores: Matrix
     batch: _Batch
     prototypes: _Prototypes
 
     def text(self, row: int) -> str:
         source = int(self.source[row])
         return self.batch.texts[source] if source >= 0 else self.batch.sentence_text(~source)
-
-
-@dataclass(frozen=True)
-class _Scope:
-    """The rows of one scope (user, assistant or all messages), as ``_Rows`` describes them: the same
-    for every dimension of that scope, so worked out once per batch."""
-
-    messages: Indices
-    sentences: Indices
-    order: Indices
-    """Messages then sentences -> rows grouped by conversation (its messages first)."""
-    bounds: Indices
-    conversation: Indices
-    evidence: Indices
-    negative: Mask
-    role: Indices
-    source: Indices
 
 
 def _rows(dimension: Dimension, prototypes: _Prototypes, batch: _Batch, columns: slice) -> _Rows:
@@ -228,17 +222,7 @@ def _rows(dimension: Dimension, prototypes: _Prototypes, batch: _Batch, columns:
             batch.sentence_similarity[batch.split_position[scope.sentences], columns],
         ]
     )[scope.order]
-    return _Rows(
-        scores=prototypes.labels(similarity),
-        bounds=scope.bounds,
-        conversation=scope.conversation,
-        evidence=scope.evidence,
-        negative=scope.negative,
-        role=scope.role,
-        source=scope.source,
-        batch=batch,
-        prototypes=prototypes,
-    )
+    return _Rows(**vars(scope), scores=prototypes.labels(similarity), batch=batch, prototypes=prototypes)
 
 
 def _scope(batch: _Batch, scope: str) -> _Scope:
