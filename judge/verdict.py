@@ -39,8 +39,9 @@ class LabelRow(NamedTuple):
 
 
 class StoredVerdict(NamedTuple):
-    """A verdict read back from the cache: the same fields as ``DimensionVerdict``, without building
-    a pydantic model for each of the tens of thousands a re-run reads (it was validated when judged)."""
+    """A verdict already validated (a parsed reply, the local grader's decision, a cache entry): the same
+    fields as ``DimensionVerdict`` without building a pydantic model for each of the tens of thousands a
+    run handles."""
 
     labels: list[LabelRow]
     suggestion: str | None

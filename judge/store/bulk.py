@@ -51,14 +51,13 @@ def insert_returning_ids(
     size = _size(columns)
     if not size:
         return []
-    keys = list(zip(*(columns[k] for k in key), strict=True))
     found: dict[tuple[Any, ...], int] = {}
     if session.get_bind().dialect.name == "postgresql":
         for start in range(0, size, _PG_CHUNK):
             part = _slice(columns, start, start + _PG_CHUNK)
             for row in _unnest(session, table, part, ("id", *key)):
                 found[tuple(row[1:])] = int(row[0])
-        return [found[k] for k in keys]
+        return _in_order(found, columns, key)
     quote = session.get_bind().dialect.identifier_preparer.quote
     cursor = _cursor(session)
     try:
@@ -80,7 +79,12 @@ def insert_returning_ids(
                 found[(owner, second_value, third_value)] = int(row_id)
     finally:
         cursor.close()
-    return [found[k] for k in keys]
+    return _in_order(found, columns, key)
+
+
+def _in_order(found: dict[tuple[Any, ...], int], columns: Columns, key: tuple[str, str, str]) -> list[int]:
+    """The ids ``found`` by key, in the order of the rows."""
+    return [found[k] for k in zip(*(columns[name] for name in key), strict=True)]
 
 
 def _size(columns: Columns) -> int:
